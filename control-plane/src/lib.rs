@@ -1,0 +1,10 @@
+//! Keelson control plane: a kube-apiserver-compatible API on a durable store.
+//!
+//! `storage` owns persistence, `registry` the per-resource rules, `server` the HTTP(S) API,
+//! `patch` and `protobuf` the wire-level transformations.
+
+pub mod patch;
+pub mod protobuf;
+pub mod registry;
+pub mod storage;
+pub mod validation;

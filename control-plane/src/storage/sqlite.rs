@@ -1,0 +1,1 @@
+//! The embedded durable store: SQLite in WAL mode with group commit.
