@@ -3,6 +3,7 @@
 //! `storage` owns persistence, `registry` the per-resource rules, `server` the HTTP(S) API,
 //! `patch` and `protobuf` the wire-level transformations.
 
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;

@@ -4,6 +4,7 @@
 //! field selectors, scale paths); the generic REST machinery in `server` asks the strategy and
 //! never matches on kinds. One file per resource; [`RESOURCES`] lists them all.
 
+mod podspec;
 mod table;
 pub use table::*;
 
