@@ -3,9 +3,14 @@
 //! `storage` owns persistence, `registry` the per-resource rules, `server` the HTTP(S) API,
 //! `patch` and `protobuf` the wire-level transformations.
 
+pub mod app;
+pub mod cli;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod selectors;
+pub mod server;
 pub mod storage;
+pub mod typeinfo;
 pub mod validation;

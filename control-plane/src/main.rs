@@ -1,1 +1,5 @@
-fn main() {}
+//! `control-plane`: the Keelson API server on its embedded store.
+
+fn main() -> std::process::ExitCode {
+    control_plane::cli::main()
+}

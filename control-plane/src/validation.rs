@@ -116,9 +116,10 @@ pub fn dns1123_label(value: &str) -> Vec<String> {
     let b = value.as_bytes();
     let ok = !b.is_empty() && is_alnum(b[0]) && is_alnum(b[b.len() - 1]) && b.iter().all(|&c| is_alnum(c) || c == b'-');
     if !ok {
-        errs.push(format!(
+        errs.push(
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-        ));
+                .to_string(),
+        );
     }
     errs
 }

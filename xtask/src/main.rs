@@ -1,11 +1,118 @@
-//! `cargo xtask`: set-up, cluster up/down, tests, benchmarks.
+//! `cargo xtask`: set-up, cluster up/down, tests, benchmarks, code generation.
+//!
+//! Every subcommand is a thin wrapper over one module: [`setup`] installs the tools the project
+//! needs, [`suite`] runs the checks and tests CI runs, [`cluster`] starts and stops a single-node
+//! control plane, [`bench`] runs the benchmarks, and `protogen` regenerates the protobuf schema.
 
+mod bench;
+mod cluster;
+mod cmd;
 mod protogen;
+mod setup;
+mod suite;
 
-fn main() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    match std::env::args().nth(1).as_deref() {
-        Some("gen-proto") => protogen::run(&root),
-        _ => anyhow::bail!("usage: cargo xtask <setup|test|up|down|gen-proto>"),
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a command line that does not parse (sysexits.h `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Keelson developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the system packages, kubectl, helm, the Python client and Rust components (idempotent).
+    Setup,
+    /// Run setup, then `cargo fmt --check`, `cargo clippy -D warnings` and `cargo test --workspace`.
+    Test {
+        /// Extra arguments for `cargo test --workspace`, after `--`.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Build and start a single-node control plane on the embedded store, in the background.
+    Up {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// Address the API server listens on.
+        #[arg(long, env = "KEELSON_LISTEN", default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+    },
+    /// Stop the control plane started by `up`.
+    Down {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Regenerate `control-plane/src/protobuf/schema.rs`.
+    GenProto,
+    /// Run a benchmark on this machine and print its report.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// API latency, throughput, store size and RSS of the control plane, beside a real etcd.
+    Api {
+        /// Small counts and one run, for development (about a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of every timed phase (default 3, or 1 with --quick).
+        #[arg(long)]
+        runs: Option<u16>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DataDirArg {
+    /// Directory for the store, certificates, kubeconfig, log and PID file.
+    #[arg(long = "data-dir", env = "KEELSON_DATA_DIR", default_value = "/var/lib/keelson")]
+    path: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` are reported as "errors" that go to stdout.
+            let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let root = workspace_root();
+    match command {
+        Command::Setup => setup::run().map(|summary| println!("{summary}")),
+        Command::Test { cargo_test_args } => suite::run(&root, &cargo_test_args),
+        Command::Up { data_dir, listen } => cluster::up(&root, &data_dir.path, listen),
+        Command::Down { data_dir } => cluster::down(&data_dir.path),
+        Command::GenProto => protogen::run(&root),
+        Command::Bench { which: Bench::Api { quick, runs } } => bench::api(&root, quick, runs),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
 }

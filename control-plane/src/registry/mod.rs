@@ -4,6 +4,7 @@
 //! field selectors, scale paths); the generic REST machinery in `server` asks the strategy and
 //! never matches on kinds. One file per resource; [`RESOURCES`] lists them all.
 
+mod apps_util;
 mod podspec;
 mod table;
 pub use table::*;
@@ -56,6 +57,9 @@ pub trait Strategy: Send + Sync {
     fn default(&self, _obj: &mut Value) {}
     /// Adjusts a new object before it is stored (e.g. reset status, set phase).
     fn prepare_create(&self, _obj: &mut Value) {}
+    /// Adjusts an update of the main resource before validation: carries over what a client may
+    /// leave out or may not change this way (e.g. allocated cluster IPs, namespace finalizers).
+    fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
     /// Validates an object. `old` is the stored object on update. Metadata (name, labels,
     /// annotations) is validated by the caller.
     fn validate(&self, _obj: &Value, _old: Option<&Value>, _errs: &mut FieldErrors) {}
@@ -76,6 +80,18 @@ pub trait Strategy: Send + Sync {
     fn scale(&self) -> Option<ScalePaths> {
         None
     }
+    /// Whether `metadata.generation` counts changes outside metadata and status, as Kubernetes
+    /// does for workloads.
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+    /// Grace period for deleting `obj`, given the one the client asked for. 0 deletes at once
+    /// (unless finalizers hold the object); pods bound to a node wait for their kubelet.
+    fn graceful_delete_seconds(&self, _obj: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+    /// Adjusts an object that is being marked for deletion (e.g. namespace phase Terminating).
+    fn prepare_delete(&self, _obj: &mut Value) {}
 }
 
 /// A resource as discovery shows it.
@@ -94,6 +110,12 @@ pub struct Resource {
     /// Storage prefix under `/registry/` (kube-apiserver's layout, e.g. `minions` for nodes).
     pub storage: &'static str,
     pub strategy: &'static dyn Strategy,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Resource({}/{})", self.api_version(), self.plural)
+    }
 }
 
 impl Resource {
@@ -224,7 +246,7 @@ mod tests {
         for r in RESOURCES {
             let cells = r.strategy.cells(&obj, Timestamp::now());
             assert_eq!(cells.len(), r.strategy.columns().len(), "{}", r.plural);
-            assert_eq!(r.strategy.columns()[0].name, "Name", "{}", r.plural);
+            assert!(r.strategy.columns().iter().any(|c| c.format == "name"), "{} has a name column", r.plural);
         }
     }
 }

@@ -1,0 +1,229 @@
+//! Watch: a chunked stream of `{"type": …, "object": …}` events, starting from a resource
+//! version (or with the current objects as ADDED events), filtered by label and field selectors,
+//! with bookmarks and a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::{Response, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::errors::{ApiError, ApiResult};
+use super::negotiate::{self, Output};
+use super::object;
+use super::rest::{Filter, list_items};
+use super::{Api, Body, Call, ResourceRequest, table};
+use crate::registry::Resource;
+use crate::storage::{EventKind, StoreError};
+
+/// How often a bookmark is sent when the client allows them.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(20);
+/// Longest watch when the client gives no timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Encoder {
+    res: &'static Resource,
+    output: Output,
+    query: super::Query,
+    first: bool,
+}
+
+impl Encoder {
+    fn event(&mut self, kind: &str, obj: &Value) -> Bytes {
+        let object = match (self.output, kind) {
+            (Output::Table, "ADDED" | "MODIFIED" | "DELETED") => {
+                let t = table::table(
+                    self.res,
+                    std::slice::from_ref(obj),
+                    json!({"resourceVersion": object::meta_str(obj, "resourceVersion")}),
+                    &self.query,
+                    self.first,
+                );
+                self.first = false;
+                t
+            }
+            (Output::PartialMetadata, "ADDED" | "MODIFIED" | "DELETED") => table::partial_object(obj),
+            _ => obj.clone(),
+        };
+        self.frame(kind, &object)
+    }
+
+    /// One event on the wire: a JSON line, or a length-prefixed protobuf WatchEvent.
+    fn frame(&self, kind: &str, object: &Value) -> Bytes {
+        if self.output == Output::Protobuf
+            && let Ok(f) = crate::protobuf::encode_watch_event(kind, object)
+        {
+            return Bytes::from(f);
+        }
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn bookmark(&mut self, rv: i64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let (kind, av) = match self.output {
+            Output::Table => ("Table".to_string(), "meta.k8s.io/v1".to_string()),
+            _ => (self.res.kind.to_string(), self.res.api_version()),
+        };
+        self.frame("BOOKMARK", &json!({"kind": kind, "apiVersion": av, "metadata": meta}))
+    }
+}
+
+fn error_event(e: &ApiError) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).expect("json");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResult<Response<Body>> {
+    let res = rr.resource;
+    let filter = Filter::from_query(call)?;
+    filter.validate(res)?;
+    let output = negotiate::output(call.accept.as_deref(), true)?;
+    let q = |k: &str| call.query.get(k).map(String::as_str).unwrap_or("");
+    let bookmarks = q("allowWatchBookmarks") == "true";
+    let rv = q("resourceVersion").to_string();
+    let send_initial = match q("sendInitialEvents") {
+        "true" => true,
+        "false" => false,
+        _ => rv.is_empty() || rv == "0",
+    };
+    let timeout = match q("timeoutSeconds") {
+        "" => DEFAULT_TIMEOUT,
+        t => Duration::from_secs(
+            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+        ),
+    };
+    api.metrics.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    // Initial state, read at one revision; the watch continues right after it.
+    let mut initial = Vec::new();
+    let start_rev = if send_initial {
+        let list_call = Call {
+            method: http::Method::GET,
+            query: Default::default(),
+            accept: None,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let (items, rev, _, _) = list_items(api, rr, &list_call, &filter).await?;
+        initial = items;
+        rev
+    } else if rv.is_empty() || rv == "0" {
+        api.store.current_revision().await.map_err(|e| ApiError::from_store(e, res, ""))?
+    } else {
+        rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?
+    };
+    let prefix = res.prefix(&rr.namespace);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut enc = Encoder { res, output, query: call.query.clone(), first: true };
+    let watch = api.store.watch(&prefix, start_rev).await;
+    tokio::spawn(async move {
+        let mut events = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(error_event(&ApiError::from_store(e, res, ""))).await;
+                return;
+            }
+        };
+        for obj in &initial {
+            if tx.send(enc.event("ADDED", obj)).await.is_err() {
+                return;
+            }
+        }
+        let mut last_rev = start_rev;
+        if send_initial && bookmarks && tx.send(enc.bookmark(last_rev, true)).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut ticker = tokio::time::interval_at(Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            let e = match e {
+                                StoreError::Compacted { .. } => ApiError::gone(format!("too old resource version: {last_rev}")),
+                                e => ApiError::from_store(e, res, ""),
+                            };
+                            let _ = tx.send(error_event(&e)).await;
+                            return;
+                        }
+                    };
+                    last_rev = ev.kv.mod_revision;
+                    let Some(line) = translate(&mut enc, &filter, &ev) else { continue };
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+                _ = ticker.tick(), if bookmarks => {
+                    if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx).map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+    let body = BodyExt::boxed(StreamBody::new(stream));
+    let ct = if output == Output::Protobuf {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
+    };
+    Ok(Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, ct)
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .expect("valid response"))
+}
+
+/// Turns a store event into a watch event for this watcher, or nothing when neither the old nor
+/// the new object is selected.
+fn translate(enc: &mut Encoder, filter: &Filter, ev: &crate::storage::Event) -> Option<Bytes> {
+    let res = enc.res;
+    let matches = |kv: &crate::storage::KeyValue| -> Option<(Value, bool)> {
+        let obj = object::decode(kv).ok()?;
+        let m = filter.matches(res, &obj).unwrap_or(false);
+        Some((obj, m))
+    };
+    match ev.kind {
+        EventKind::Put => {
+            let (new, new_m) = matches(&ev.kv)?;
+            let old_m = match &ev.prev {
+                Some(p) => matches(p).map(|(_, m)| m).unwrap_or(false),
+                None => false,
+            };
+            match (ev.prev.is_some(), old_m, new_m) {
+                (false, _, true) => Some(enc.event("ADDED", &new)),
+                (true, true, true) => Some(enc.event("MODIFIED", &new)),
+                (true, false, true) => Some(enc.event("ADDED", &new)),
+                (true, true, false) => Some(enc.event("DELETED", &new)),
+                _ => None,
+            }
+        }
+        EventKind::Delete => {
+            let (old, m) = matches(&ev.kv)?;
+            m.then(|| enc.event("DELETED", &old))
+        }
+    }
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Bytes> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
