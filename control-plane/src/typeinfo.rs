@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::patch::{FieldInfo, Schema};
-use crate::protobuf::schema::{self, Kind, Message};
+use crate::protobuf::schema::{self, Field, Kind, Message};
 
 /// Patch metadata of every built-in type, keyed by proto message name
 /// (`k8s.io.api.apps.v1.Deployment`).
@@ -19,10 +19,17 @@ fn message_of(kind: &Kind) -> Option<&'static Message> {
     }
 }
 
+/// The field of `m` with JSON name `key`, looking through Go embedded structs (`json:",inline"`),
+/// whose fields sit in the parent's JSON object.
+pub fn find_field(m: &'static Message, key: &str) -> Option<&'static Field> {
+    m.fields.iter().find(|f| !f.inline && f.json == key).or_else(|| {
+        m.fields.iter().filter(|f| f.inline).find_map(|f| message_of(&f.kind).and_then(|sub| find_field(sub, key)))
+    })
+}
+
 impl Schema for PatchSchema {
     fn field(&self, type_name: &str, field: &str) -> Option<FieldInfo> {
-        let m = schema::message(type_name)?;
-        let f = m.fields.iter().find(|f| f.json == field)?;
+        let f = find_field(schema::message(type_name)?, field)?;
         Some(FieldInfo {
             patch_strategy: f.patch_strategy,
             merge_key: f.patch_merge_key,
@@ -31,50 +38,55 @@ impl Schema for PatchSchema {
     }
 }
 
-/// Paths of fields in `obj` that the type `message` does not have, as `spec.foo` and
-/// `spec.containers[0].bar`. Top-level `apiVersion` and `kind` are always known.
-pub fn unknown_fields(message: &str, obj: &Value) -> Vec<String> {
+/// Removes the fields of `obj` that the type `message` does not have, as kube-apiserver's decoder
+/// drops them, and returns their paths (`spec.foo`, `spec.containers[0].bar`). Top-level
+/// `apiVersion` and `kind` are always known. Types without a schema are left alone.
+pub fn prune_unknown(message: &str, obj: &mut Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(m), Some(map)) = (schema::message(message), obj.as_object()) {
-        for (k, v) in map {
-            if k == "apiVersion" || k == "kind" {
-                continue;
-            }
-            walk_field(m, k, v, k.to_string(), &mut out);
-        }
+    if let Some(m) = schema::message(message) {
+        prune_object(m, obj, "", &mut out);
     }
     out
 }
 
-fn walk_field(m: &Message, key: &str, v: &Value, path: String, out: &mut Vec<String>) {
-    let Some(f) = m.fields.iter().find(|f| f.json == key) else {
-        out.push(path);
-        return;
-    };
+fn prune_object(m: &'static Message, v: &mut Value, path: &str, out: &mut Vec<String>) {
+    let Some(map) = v.as_object_mut() else { return };
+    let mut unknown = Vec::new();
+    for (k, item) in map.iter_mut() {
+        if path.is_empty() && (k == "apiVersion" || k == "kind") {
+            continue;
+        }
+        let p = if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+        match find_field(m, k) {
+            None => {
+                unknown.push(k.clone());
+                out.push(p);
+            }
+            Some(f) => prune_field(f, item, &p, out),
+        }
+    }
+    for k in unknown {
+        map.remove(&k);
+    }
+}
+
+fn prune_field(f: &'static Field, v: &mut Value, path: &str, out: &mut Vec<String>) {
     match (&f.kind, v) {
         (Kind::Msg(_), Value::Array(items)) if f.repeated => {
             let sub = message_of(&f.kind).expect("message kind");
-            for (i, item) in items.iter().enumerate() {
-                walk_object(sub, item, &format!("{path}[{i}]"), out);
+            for (i, item) in items.iter_mut().enumerate() {
+                prune_object(sub, item, &format!("{path}[{i}]"), out);
             }
         }
-        (Kind::Msg(_), Value::Object(_)) => walk_object(message_of(&f.kind).expect("message kind"), v, &path, out),
+        (Kind::Msg(_), v @ Value::Object(_)) => prune_object(message_of(&f.kind).expect("message kind"), v, path, out),
         (Kind::Map(inner), Value::Object(entries)) => {
             if let Some(sub) = message_of(inner) {
-                for (k, item) in entries {
-                    walk_object(sub, item, &format!("{path}[{k}]"), out);
+                for (k, item) in entries.iter_mut() {
+                    prune_object(sub, item, &format!("{path}[{k}]"), out);
                 }
             }
         }
         _ => {}
-    }
-}
-
-fn walk_object(m: &Message, v: &Value, path: &str, out: &mut Vec<String>) {
-    if let Some(map) = v.as_object() {
-        for (k, item) in map {
-            walk_field(m, k, item, format!("{path}.{k}"), out);
-        }
     }
 }
 
@@ -90,9 +102,24 @@ mod tests {
             "metadata": {"name": "x", "labels": {"a": "b"}, "bogus": 1},
             "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Always", "nope": true}]}}}
         });
-        let mut u = unknown_fields("k8s.io.api.apps.v1.Deployment", &d);
+        let mut d = d;
+        let mut u = prune_unknown("k8s.io.api.apps.v1.Deployment", &mut d);
         u.sort();
         assert_eq!(u, vec!["metadata.bogus".to_string(), "spec.template.spec.containers[0].nope".to_string()]);
+        assert!(d.pointer("/metadata/bogus").is_none(), "unknown fields are dropped");
+        assert_eq!(d.pointer("/spec/template/spec/containers/0/imagePullPolicy"), Some(&json!("Always")));
+    }
+
+    #[test]
+    fn fields_of_embedded_structs_are_known() {
+        let mut p = json!({"spec": {
+            "containers": [{"name": "c", "image": "i",
+                "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}],
+                "envFrom": [{"secretRef": {"name": "s"}}]}],
+            "volumes": [{"name": "v", "configMap": {"name": "cm"}}]}});
+        assert_eq!(prune_unknown("k8s.io.api.core.v1.Pod", &mut p), Vec::<String>::new());
+        let f = PATCH_SCHEMA.field("k8s.io.api.core.v1.Volume", "configMap").expect("inline field of Volume");
+        assert_eq!(f.value_type, Some("k8s.io.api.core.v1.ConfigMapVolumeSource"));
     }
 
     #[test]

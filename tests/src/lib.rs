@@ -1,1 +1,3 @@
 //! Integration tests live in `tests/tests/`; this crate has no library code.
+
+pub mod bench;

@@ -54,6 +54,10 @@ static COLUMNS: &[Column] = &[
 const MAX_NAME_LEN: usize = 52;
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         let Some(spec) = util::child(obj, "spec") else { return };
         util::default_str(spec, "concurrencyPolicy", "Allow");

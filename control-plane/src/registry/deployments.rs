@@ -50,6 +50,10 @@ static COLUMNS: &[Column] = &[
 ];
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         let Some(spec) = util::child(obj, "spec") else { return };
         util::default_field(spec, "replicas", json!(1));

@@ -83,6 +83,10 @@ fn default_scale_down() -> Value {
 }
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         let Some(spec) = util::child(obj, "spec") else { return };
         util::default_field(spec, "minReplicas", json!(1));

@@ -46,6 +46,10 @@ const INVALID_PATH_SUFFIXES: &[&str] = &["/..", "/."];
 const WILDCARD_MSG: &str = "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn prepare_create(&self, obj: &mut Value) {
         obj["status"] = json!({"loadBalancer": {}});
     }

@@ -56,6 +56,10 @@ pub(crate) const SELECTOR_COLUMN: Column = Column::wide(
 );
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         let Some(spec) = util::child(obj, "spec") else { return };
         if util::is_empty(spec.get("completions")) && util::is_empty(spec.get("parallelism")) {

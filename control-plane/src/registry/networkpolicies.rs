@@ -39,6 +39,10 @@ static COLUMNS: &[Column] = &[
 ];
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         let Some(spec) = util::child(obj, "spec") else { return };
         for direction in ["ingress", "egress"] {

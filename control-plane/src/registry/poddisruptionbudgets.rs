@@ -34,6 +34,10 @@ static COLUMNS: &[Column] = &[
 ];
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn prepare_create(&self, obj: &mut Value) {
         // These four counters are not omitempty in `PodDisruptionBudgetStatus`.
         obj["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0});

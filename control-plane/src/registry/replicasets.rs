@@ -53,6 +53,10 @@ static COLUMNS: &[Column] = &[
 ];
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = util::child(obj, "spec") {
             util::default_field(spec, "replicas", json!(1));

@@ -46,6 +46,10 @@ const MUTABLE: &[&str] = &[
 ];
 
 impl super::Strategy for Strategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         let Some(spec) = util::child(obj, "spec") else { return };
         util::default_str(spec, "podManagementPolicy", "OrderedReady");

@@ -1,5 +1,6 @@
 //! Field validation of request bodies (`fieldValidation=Strict|Warn|Ignore`): unknown fields are
-//! an error with Strict (what kubectl sends by default) and ignored otherwise.
+//! dropped, as kube-apiserver's decoder drops them, and are an error with Strict (what kubectl
+//! sends by default).
 
 use serde_json::Value;
 
@@ -7,19 +8,19 @@ use super::Call;
 use super::errors::{ApiError, ApiResult};
 use crate::registry::Resource;
 
-/// Rejects unknown fields when the client asked for strict field validation.
-pub fn check_unknown(res: &Resource, obj: &Value, call: &Call) -> ApiResult<()> {
-    match call.query.get("fieldValidation").map(String::as_str) {
-        Some("Strict") => {}
-        None | Some("") | Some("Ignore") | Some("Warn") => return Ok(()),
+/// Drops unknown fields from `obj`; with strict field validation they are a 400 instead.
+pub fn check_unknown(res: &Resource, obj: &mut Value, call: &Call) -> ApiResult<()> {
+    let strict = match call.query.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => true,
+        None | Some("") | Some("Ignore") | Some("Warn") => false,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", got {other:?}"
             )));
         }
-    }
-    let unknown = crate::typeinfo::unknown_fields(&res.proto_message(), obj);
-    if unknown.is_empty() {
+    };
+    let unknown = crate::typeinfo::prune_unknown(&res.proto_message(), obj);
+    if unknown.is_empty() || !strict {
         return Ok(());
     }
     let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();

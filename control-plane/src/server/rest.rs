@@ -403,8 +403,8 @@ async fn create_object(api: &Api, res: &Resource, namespace: &str, obj: Value, d
 }
 
 async fn create(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Response<Body>> {
-    let obj = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
-    super::fields::check_unknown(rr.resource, &obj, call)?;
+    let mut obj = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
+    super::fields::check_unknown(rr.resource, &mut obj, call)?;
     let obj = create_object(api, rr.resource, &rr.namespace, obj, dry_run(call)?).await?;
     object_response(rr.resource, 201, &obj, call)
 }
@@ -584,11 +584,11 @@ async fn update(
     call: &Call,
 ) -> ApiResult<Response<Body>> {
     let res = rr.resource;
-    let body = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
+    let mut body = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
     if sub == Some("scale") {
         return scale_write(api, rr, name, call, ScaleWrite::Replace(body)).await;
     }
-    super::fields::check_unknown(res, &body, call)?;
+    super::fields::check_unknown(res, &mut body, call)?;
     let body_name = object::name_of(&body);
     if !body_name.is_empty() && body_name != name {
         return Err(ApiError::bad_request(format!(
@@ -682,15 +682,15 @@ async fn patch(
         if !exists {
             let mut obj = patch_doc.clone();
             meta_mut(&mut obj).insert("name".into(), json!(name));
-            super::fields::check_unknown(res, &obj, call)?;
+            super::fields::check_unknown(res, &mut obj, call)?;
             let obj = create_object(api, res, &rr.namespace, obj, dry).await?;
             return object_response(res, 201, &obj, call);
         }
     }
     let precondition = body_precondition(&patch_doc)?;
     let obj = guaranteed_update(api, res, &rr.namespace, name, part, dry, |cur| {
-        let patched = apply_patch(res, &ct, cur, &patch_doc)?;
-        super::fields::check_unknown(res, &patched, call)?;
+        let mut patched = apply_patch(res, &ct, cur, &patch_doc)?;
+        super::fields::check_unknown(res, &mut patched, call)?;
         Ok((patched, precondition))
     })
     .await?;

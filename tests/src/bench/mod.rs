@@ -1,0 +1,405 @@
+//! The body of the `bench-api` binary (`cargo xtask bench api`): API latency and throughput of
+//! the control plane beside a real etcd as the storage floor, store size under churn, and RSS.
+//!
+//! It starts every process it measures (by PID, in temporary directories, on loopback ports),
+//! bounds every loop in count and time, and returns a plain-text report. Like a `main.rs`, it
+//! uses `anyhow`: it is a program split into files, not a library.
+
+pub mod etcd;
+pub mod http;
+pub mod keelson;
+pub mod procs;
+pub mod report;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use keelson::Pod;
+use procs::{ControlPlane, Etcd, Machine, StoreSize, proc_status_bytes};
+use stats::{Phase, Summary};
+
+/// Namespace of the Pods the API runs create.
+const NAMESPACE: &str = "bench";
+/// Namespace of the churn run.
+const CHURN_NAMESPACE: &str = "churn";
+
+/// Paths of the programs under test.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub control_plane: PathBuf,
+    pub etcd: PathBuf,
+}
+
+/// How much of everything to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    /// Repetitions of every timed phase; the report gives medians.
+    pub runs: usize,
+    /// Concurrent clients.
+    pub levels: Vec<usize>,
+    /// Creates per run and level (all into one namespace).
+    pub creates: usize,
+    /// Pods stored before the read phases (creates, then a top-up).
+    pub stored_pods: usize,
+    pub updates: usize,
+    pub gets: usize,
+    /// Lists per run and level: at least this many, and at least one per client.
+    pub min_lists: usize,
+    pub page_limit: usize,
+    /// Watches open during the update runs.
+    pub watchers: usize,
+    /// etcd puts (and gets) per run and level.
+    pub etcd_ops: usize,
+    pub churn_objects: usize,
+    pub churn_updates: usize,
+    pub churn_clients: usize,
+    /// `--compact-interval` of the churn server, in seconds.
+    pub compact_interval: u64,
+    /// Longest any one timed phase may run.
+    pub phase_cap: Duration,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            quick: false,
+            runs: 3,
+            levels: vec![1, 10, 100],
+            creates: 1_000,
+            stored_pods: 10_000,
+            updates: 3_000,
+            gets: 5_000,
+            min_lists: 20,
+            page_limit: 500,
+            watchers: 4,
+            etcd_ops: 10_000,
+            churn_objects: 100,
+            churn_updates: 100_000,
+            churn_clients: 100,
+            compact_interval: 5,
+            phase_cap: Duration::from_secs(60),
+        }
+    }
+
+    pub fn quick() -> Plan {
+        Plan {
+            quick: true,
+            runs: 1,
+            creates: 500,
+            stored_pods: 2_000,
+            updates: 1_000,
+            gets: 1_000,
+            min_lists: 4,
+            etcd_ops: 2_000,
+            churn_updates: 10_000,
+            compact_interval: 2,
+            phase_cap: Duration::from_secs(30),
+            ..Plan::full()
+        }
+    }
+
+    fn lists_per_client(&self, clients: usize) -> usize {
+        self.min_lists.div_ceil(clients).max(1)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.phase_cap
+    }
+}
+
+/// Summaries of repeated runs, by number of clients.
+pub type Levels = BTreeMap<usize, Vec<Summary>>;
+
+/// etcd figures.
+#[derive(Debug, Default)]
+pub struct EtcdResults {
+    pub put: Levels,
+    pub get: Levels,
+    pub idle_rss: u64,
+}
+
+/// Control-plane API figures.
+#[derive(Debug, Default)]
+pub struct ApiResults {
+    pub create: Levels,
+    pub update: Levels,
+    pub get: Levels,
+    pub list_full: Levels,
+    pub list_page: Levels,
+    pub list_walk: Levels,
+    pub watch: Levels,
+    /// Per level, summed over runs: events that arrived before the write's acknowledgement.
+    pub watch_before_ack: BTreeMap<usize, usize>,
+    /// Per level, summed over runs: (write, watcher) pairs never delivered.
+    pub watch_missed: BTreeMap<usize, usize>,
+    pub idle_rss: u64,
+    pub stored_rss: u64,
+    /// VmHWM at the end of the API runs.
+    pub peak_rss: u64,
+    /// Size of one stored Pod as GET returns it (JSON bytes).
+    pub pod_json_bytes: usize,
+}
+
+/// Store size under churn.
+#[derive(Debug, Default)]
+pub struct ChurnResults {
+    pub updates: usize,
+    pub summary: Summary,
+    /// Right after the last update.
+    pub after: StoreSize,
+    /// The largest `state.db` + `-wal` seen while updating.
+    pub largest: u64,
+    /// After two more compaction intervals with no writes.
+    pub settled: StoreSize,
+    pub rss: u64,
+}
+
+/// Everything the report shows.
+#[derive(Debug)]
+pub struct Results {
+    pub machine: Machine,
+    pub plan: Plan,
+    pub programs: Programs,
+    pub etcd: EtcdResults,
+    pub api: ApiResults,
+    pub churn: ChurnResults,
+    /// First failure of every phase that had one.
+    pub failures: Vec<String>,
+    pub notes: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Progress on stderr, so that stdout holds only the report.
+fn progress(message: impl AsRef<str>) {
+    eprintln!("bench-api: {}", message.as_ref());
+}
+
+/// Runs every section and returns the results.
+pub async fn run(programs: Programs, plan: Plan) -> anyhow::Result<Results> {
+    let started = Instant::now();
+    let machine = Machine::probe(&programs.etcd);
+    let mut results = Results {
+        machine,
+        plan: plan.clone(),
+        programs: programs.clone(),
+        etcd: EtcdResults::default(),
+        api: ApiResults::default(),
+        churn: ChurnResults::default(),
+        failures: Vec::new(),
+        notes: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    run_etcd(&programs, &plan, &mut results).await.context("etcd section")?;
+    run_api(&programs, &plan, &mut results).await.context("API section")?;
+    run_churn(&programs, &plan, &mut results).await.context("churn section")?;
+    results.elapsed = started.elapsed();
+    Ok(results)
+}
+
+/// Keeps a phase's summary and its first failure.
+fn record(levels: &mut Levels, failures: &mut Vec<String>, label: &str, clients: usize, phase: &Phase) -> Summary {
+    let summary = phase.summary();
+    if let Some(error) = &phase.first_error {
+        failures.push(format!("{label} ({clients} clients, {} failed): {error}", phase.errors));
+    }
+    levels.entry(clients).or_default().push(summary);
+    progress(format!(
+        "{label:<14} clients {clients:>3}: {:>6} ok, {:>4} errors, {:>9}/s, p50 {}, p99 {}{}",
+        summary.count,
+        summary.errors,
+        stats::fmt_rate(summary.throughput),
+        stats::fmt_ns(summary.p50),
+        stats::fmt_ns(summary.p99),
+        if summary.capped { " (time cap)" } else { "" }
+    ));
+    summary
+}
+
+async fn run_etcd(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    progress(format!("starting etcd ({})", programs.etcd.display()));
+    let etcd = Etcd::start(&programs.etcd).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    results.etcd.idle_rss = proc_status_bytes(etcd.pid(), "VmRSS")?;
+    for run in 0..plan.runs {
+        for &clients in &plan.levels {
+            let prefix = format!("/bench/r{run}/c{clients}");
+            let (phase, keys) = etcd::put(&etcd.endpoint, clients, plan.etcd_ops, &prefix, plan.deadline()).await?;
+            record(&mut results.etcd.put, &mut results.failures, "etcd put", clients, &phase);
+            if keys.is_empty() {
+                bail!("no etcd put succeeded: {}", phase.first_error.unwrap_or_default());
+            }
+            let phase = etcd::get(&etcd.endpoint, clients, plan.etcd_ops, Arc::new(keys), plan.deadline()).await?;
+            record(&mut results.etcd.get, &mut results.failures, "etcd get", clients, &phase);
+        }
+    }
+    Ok(())
+}
+
+async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    progress(format!("starting control plane ({})", programs.control_plane.display()));
+    let cp = ControlPlane::start(&programs.control_plane, None).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    results.api.idle_rss = proc_status_bytes(cp.pid(), "VmRSS")?;
+    keelson::create_namespace(&cp.target, NAMESPACE).await?;
+    let api = &mut results.api;
+    let failures = &mut results.failures;
+
+    // Creates, level by level, repeated; they fill the namespace for the read phases.
+    let mut pods: Vec<Pod> = Vec::with_capacity(plan.stored_pods);
+    let mut next = 0usize;
+    let mut names = |n: usize| -> Vec<String> {
+        let out = (next..next + n).map(|i| format!("pod-{i:06}")).collect();
+        next += n;
+        out
+    };
+    for _ in 0..plan.runs {
+        for &clients in &plan.levels {
+            let (phase, created) =
+                keelson::create(&cp.target, NAMESPACE, clients, names(plan.creates), plan.deadline()).await?;
+            record(&mut api.create, failures, "create", clients, &phase);
+            pods.extend(created);
+        }
+    }
+    if pods.len() < plan.stored_pods {
+        let missing = plan.stored_pods - pods.len();
+        progress(format!("storing {missing} more pods (not timed)"));
+        let clients = *plan.levels.last().expect("levels");
+        let (phase, created) = keelson::create(&cp.target, NAMESPACE, clients, names(missing), plan.deadline()).await?;
+        if phase.errors > 0 || created.len() != missing {
+            bail!("top-up created {} of {missing} pods: {}", created.len(), phase.first_error.unwrap_or_default());
+        }
+        pods.extend(created);
+    }
+    let stored = pods.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.stored_rss = proc_status_bytes(cp.pid(), "VmRSS")?;
+
+    // Updates with watchers open; delivery is timed against each write's acknowledgement.
+    for _ in 0..plan.runs {
+        for &clients in &plan.levels {
+            let from = keelson::list_resource_version(&cp.target, NAMESPACE).await?;
+            let watchers =
+                keelson::start_watchers(&cp.target, NAMESPACE, &from, plan.watchers, plan.deadline()).await?;
+            let (phase, updated) =
+                keelson::update(&cp.target, NAMESPACE, clients, pods, plan.updates, plan.deadline()).await?;
+            record(&mut api.update, failures, "update", clients, &phase);
+            pods = updated.pods;
+            let last = updated.acks.iter().map(|(rv, _)| *rv).max().unwrap_or(0);
+            let logs = watchers.finish(last, Duration::from_secs(15)).await;
+            let delivery = keelson::delivery(&updated.acks, &logs);
+            let mut watch_phase = delivery.phase;
+            watch_phase.wall = phase.wall;
+            record(&mut api.watch, failures, "watch delivery", clients, &watch_phase);
+            *api.watch_before_ack.entry(clients).or_default() += delivery.before_ack;
+            *api.watch_missed.entry(clients).or_default() += delivery.missed;
+            if delivery.missed > 0 {
+                failures.push(format!(
+                    "watch ({clients} writers): {} of {} deliveries missing; watchers said: {}",
+                    delivery.missed,
+                    updated.acks.len() * plan.watchers,
+                    delivery.notes.join("; ")
+                ));
+            }
+        }
+    }
+    if pods.len() != stored {
+        bail!("{} of {stored} pods came back from the update runs", pods.len());
+    }
+
+    let names: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.name.clone()).collect());
+    {
+        let mut conn = http::Conn::connect(&cp.target).await?;
+        let reply =
+            conn.call(::http::Method::GET, &format!("/api/v1/namespaces/{NAMESPACE}/pods/{}", names[0]), None).await?;
+        api.pod_json_bytes = reply.body.len();
+    }
+    for _ in 0..plan.runs {
+        for &clients in &plan.levels {
+            let phase = keelson::get(&cp.target, NAMESPACE, clients, names.clone(), plan.gets, plan.deadline()).await?;
+            record(&mut api.get, failures, "get", clients, &phase);
+        }
+    }
+    for _ in 0..plan.runs {
+        for &clients in &plan.levels {
+            let per_client = plan.lists_per_client(clients);
+            let listed =
+                keelson::list(&cp.target, NAMESPACE, clients, per_client, None, stored, plan.deadline()).await?;
+            record(&mut api.list_full, failures, "list full", clients, &listed.requests);
+            let listed = keelson::list(
+                &cp.target,
+                NAMESPACE,
+                clients,
+                per_client,
+                Some(plan.page_limit),
+                stored,
+                plan.deadline(),
+            )
+            .await?;
+            record(&mut api.list_page, failures, "list page", clients, &listed.requests);
+            record(&mut api.list_walk, failures, "list walk", clients, &listed.walks);
+        }
+    }
+    api.peak_rss = proc_status_bytes(cp.pid(), "VmHWM")?;
+    check_alive(&cp)?;
+    Ok(())
+}
+
+async fn run_churn(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    progress(format!("starting control plane with --compact-interval {}", plan.compact_interval));
+    let cp = ControlPlane::start(&programs.control_plane, Some(plan.compact_interval)).await?;
+    keelson::create_namespace(&cp.target, CHURN_NAMESPACE).await?;
+    let names: Vec<String> = (0..plan.churn_objects).map(|i| format!("churn-{i:04}")).collect();
+    let (phase, pods) =
+        keelson::create(&cp.target, CHURN_NAMESPACE, plan.churn_clients, names, plan.deadline()).await?;
+    if pods.len() != plan.churn_objects {
+        bail!("created {} of {} churn pods: {}", pods.len(), plan.churn_objects, phase.first_error.unwrap_or_default());
+    }
+
+    // Sample the store's size while the updates run.
+    let data_dir = cp.data_dir.clone();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = tokio::spawn(async move {
+        let mut largest = 0u64;
+        let size = |suffix: &str| std::fs::metadata(data_dir.join(format!("state.db{suffix}"))).map_or(0, |m| m.len());
+        loop {
+            largest = largest.max(size("") + size("-wal"));
+            tokio::select! {
+                _ = &mut stopped => break,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        largest
+    });
+    // Churn gets a longer cap: at ~1 ms per write it needs most of a minute.
+    let deadline = Instant::now() + plan.phase_cap * 5;
+    let (phase, _) =
+        keelson::update(&cp.target, CHURN_NAMESPACE, plan.churn_clients, pods, plan.churn_updates, deadline).await?;
+    let _ = stop.send(());
+    let largest = sampler.await.context("size sampler")?;
+    let mut levels = Levels::new();
+    let summary = record(&mut levels, &mut results.failures, "churn update", plan.churn_clients, &phase);
+    let churn = &mut results.churn;
+    churn.updates = summary.count;
+    churn.summary = summary;
+    churn.after = cp.store_size();
+    churn.largest = largest.max(churn.after.total());
+    churn.rss = proc_status_bytes(cp.pid(), "VmRSS")?;
+    let settle = Duration::from_secs(plan.compact_interval * 2 + 1);
+    progress(format!("waiting {settle:?} for compaction to settle"));
+    tokio::time::sleep(settle).await;
+    churn.settled = cp.store_size();
+    check_alive(&cp)?;
+    Ok(())
+}
+
+fn check_alive(cp: &ControlPlane) -> anyhow::Result<()> {
+    proc_status_bytes(cp.pid(), "VmRSS")
+        .map(|_| ())
+        .with_context(|| format!("control plane gone; log:\n{}", cp.log_tail()))
+}

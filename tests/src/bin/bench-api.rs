@@ -1,0 +1,60 @@
+//! `bench-api`: the control plane's API latency and throughput beside a real etcd, store size under
+//! churn and RSS, in one run on this machine. `cargo xtask bench api [--quick]` builds and runs it.
+//!
+//! It starts and stops its own control plane and etcd processes (by PID, in temporary directories,
+//! on 127.0.0.1), prints progress on stderr and the report on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keelson_tests::bench::{self, Plan, Programs};
+
+#[derive(Debug, Parser)]
+#[command(name = "bench-api", about = "Keelson API benchmark against a real etcd as the storage floor")]
+struct Args {
+    /// The control-plane binary (`control-plane-under-test` takes the same flags).
+    #[arg(long, env = "KEELSON_BENCH_CONTROL_PLANE")]
+    control_plane: PathBuf,
+    /// The etcd server binary (Debian `etcd-server`).
+    #[arg(long, env = "KEELSON_BENCH_ETCD", default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+    /// Small counts and one run, for development.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of every timed phase (default: 3, or 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=20))]
+    runs: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+        }
+    };
+    let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
+    if let Some(runs) = args.runs {
+        plan.runs = usize::from(runs);
+    }
+    let programs = Programs { control_plane: args.control_plane, etcd: args.etcd };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bench-api: tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench::run(programs, plan)) {
+        Ok(results) => {
+            print!("{}", bench::report::render(&results));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bench-api: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
