@@ -92,6 +92,15 @@ pub trait Strategy: Send + Sync {
     }
     /// Adjusts an object that is being marked for deletion (e.g. namespace phase Terminating).
     fn prepare_delete(&self, _obj: &mut Value) {}
+    /// Why `obj` may not be deleted at all (e.g. an initial namespace), as the Forbidden message's tail.
+    fn forbid_delete(&self, _obj: &Value) -> Option<String> {
+        None
+    }
+    /// Whether something besides `metadata.finalizers` keeps a deleted object until it is released
+    /// (a namespace's `spec.finalizers`).
+    fn holds_deletion(&self, _obj: &Value) -> bool {
+        false
+    }
 }
 
 /// A resource as discovery shows it.

@@ -82,6 +82,17 @@ impl super::Strategy for Strategy {
     }
 
     /// A namespace being deleted is `Terminating` until its finalizers are done.
+    fn forbid_delete(&self, obj: &Value) -> Option<String> {
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        ["default", "kube-system", "kube-public", "kube-node-lease"]
+            .contains(&name)
+            .then(|| "this namespace may not be deleted".to_string())
+    }
+
+    fn holds_deletion(&self, obj: &Value) -> bool {
+        obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    }
+
     fn prepare_delete(&self, obj: &mut Value) {
         if let Some(status) = obj.as_object_mut().and_then(|m| child_obj(m, "status")) {
             status.insert("phase".into(), json!("Terminating"));

@@ -1,6 +1,7 @@
 //! The HTTPS API server: TLS, authentication, routing, and the response plumbing shared by the
 //! handlers in `rest`, `watch` and `discovery`.
 
+mod allocation;
 mod discovery;
 pub mod errors;
 mod fields;

@@ -29,6 +29,22 @@ pub async fn ensure_initial(api: &Api) -> ApiResult<()> {
             info!(namespace = name, "created initial namespace");
         }
     }
+    // The `kubernetes` Service, at the first address of the Service network.
+    let services = registry::find("", "v1", "services").expect("services are served");
+    let key = services.key("default", "kubernetes");
+    if api.store.get(&key, 0).await.map_err(|e| super::errors::ApiError::internal(e.to_string()))?.is_none() {
+        let svc = json!({
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": super::allocation::KUBERNETES_SERVICE_IP,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.advertise.port()}],
+                "sessionAffinity": "None",
+            },
+        });
+        rest::create_system_object(api, services, "default", svc).await?;
+        info!("created the kubernetes Service");
+    }
     Ok(())
 }
 
@@ -37,13 +53,18 @@ pub fn finalize_soon(api: &Api, name: &str) {
     let Some(api) = api.me.get().and_then(|w| w.upgrade()) else { return };
     let name = name.to_string();
     tokio::spawn(async move {
-        for attempt in 0..600u32 {
+        // Objects held by finalizers keep the namespace Terminating for as long as they stay:
+        // keep trying, backing off to a few seconds.
+        let mut delay = Duration::from_millis(50);
+        loop {
             match finalize(&api, &name).await {
                 Ok(true) => return,
                 Ok(false) => {}
-                Err(error) => warn!(%error, namespace = %name, attempt, "namespace finalization"),
+                Err(e) if e.code == 404 => return,
+                Err(error) => warn!(%error, namespace = %name, "namespace finalization"),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(3));
         }
     });
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::errors::{ApiError, ApiResult};
 use super::negotiate::{self, Output};
 use super::object::{self, meta_mut, meta_str};
-use super::{Api, Body, Call, ResourceRequest, json_response, respond, table, watch};
+use super::{Api, Body, Call, ResourceRequest, allocation, json_response, respond, table, watch};
 use crate::registry::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::storage::{RangeRequest, StoreError, prefix_end};
@@ -303,7 +303,7 @@ async fn list(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Respons
 
 // ---------------------------------------------------------------- create
 
-async fn namespace_must_accept(api: &Api, res: &Resource, namespace: &str) -> ApiResult<()> {
+async fn namespace_must_accept(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<()> {
     if !res.namespaced {
         return Ok(());
     }
@@ -313,9 +313,8 @@ async fn namespace_must_accept(api: &Api, res: &Resource, namespace: &str) -> Ap
         || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
     {
         return Err(ApiError::forbidden(format!(
-            "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
             res.qualified(),
-            object::name_of(&json!({}))
         )));
     }
     Ok(())
@@ -391,13 +390,23 @@ fn prepare_new(res: &Resource, mut obj: Value, namespace: &str) -> ApiResult<Val
 async fn create_object(api: &Api, res: &Resource, namespace: &str, obj: Value, dry: bool) -> ApiResult<Value> {
     let obj = prepare_new(res, obj, namespace)?;
     let name = object::name_of(&obj).to_string();
-    namespace_must_accept(api, res, namespace).await?;
+    namespace_must_accept(api, res, namespace, &name).await?;
     if dry {
         return Ok(obj);
     }
-    let key = res.key(namespace, &name);
-    let kv = api.store.create(&key, object::encode(&obj)).await.map_err(|e| ApiError::from_store(e, res, &name))?;
     let mut obj = obj;
+    let taken =
+        if allocation::applies(res) { Some(allocation::allocate(api, res, &mut obj, None).await?) } else { None };
+    let key = res.key(namespace, &name);
+    let kv = match api.store.create(&key, object::encode(&obj)).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            if let Some(t) = taken {
+                t.release(api).await;
+            }
+            return Err(ApiError::from_store(e, res, &name));
+        }
+    };
     meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     Ok(obj)
 }
@@ -510,25 +519,37 @@ where
             return Err(ApiError::conflict(res, name));
         }
         let outcome = finish_update(res, part, &cur, new)?;
-        let new = match outcome {
+        let mut new = match outcome {
             Outcome::Unchanged(v) => return Ok(v),
             Outcome::Write(v) => v,
         };
         if dry {
             return Ok(new);
         }
+        let taken = if allocation::applies(res) {
+            Some(allocation::allocate(api, res, &mut new, Some(&cur)).await?)
+        } else {
+            None
+        };
         // An object being deleted whose last finalizer was removed goes away now.
         let gone = new.pointer("/metadata/deletionTimestamp").is_some()
             && object::finalizers(&new).is_empty()
+            && !res.strategy.holds_deletion(&new)
             && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
         let result = if gone {
             api.store.delete(&key, rev).await
         } else {
             api.store.update(&key, object::encode(&new), rev).await
         };
+        if result.is_err()
+            && let Some(t) = taken
+        {
+            t.release(api).await;
+        } else if result.is_ok() && allocation::applies(res) {
+            allocation::release_unused(api, &cur, (!gone).then_some(&new)).await;
+        }
         match result {
             Ok(kv) => {
-                let mut new = new;
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                 return Ok(new);
             }
@@ -779,6 +800,9 @@ async fn delete_object(
                 ),
             ));
         }
+        if let Some(why) = res.strategy.forbid_delete(&cur) {
+            return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: {why}", res.qualified())));
+        }
         let mut new = cur.clone();
         let mut fins = object::finalizers(&cur);
         match opts.propagation.as_deref() {
@@ -790,13 +814,18 @@ async fn delete_object(
         }
         let grace = res.strategy.graceful_delete_seconds(&cur, opts.grace);
         let already = cur.pointer("/metadata/deletionTimestamp").is_some();
-        let delete_now = fins.is_empty() && grace == 0;
+        let delete_now = fins.is_empty() && grace == 0 && !res.strategy.holds_deletion(&cur);
         if delete_now {
             if opts.dry {
                 return Ok(cur);
             }
             match api.store.delete(&key, rev).await {
-                Ok(_) => return Ok(cur),
+                Ok(_) => {
+                    if allocation::applies(res) {
+                        allocation::release_unused(api, &cur, None).await;
+                    }
+                    return Ok(cur);
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(res, name)),
                 Err(e) => return Err(ApiError::from_store(e, res, name)),
