@@ -24,12 +24,37 @@ pub struct Config {
     /// How often history is compacted, and how many revisions are kept.
     pub compact_every: Duration,
     pub compact_keep: i64,
+    /// Which controllers run (`*`, `name`, `-name`, comma-separated); empty runs none.
+    pub controllers: String,
+    /// Whether the scheduler runs.
+    pub scheduler: bool,
+    /// This replica's name in leader election.
+    pub identity: String,
+    pub leader: crate::controllers::leader::LeaderConfig,
+    pub settings: crate::controllers::Settings,
 }
 
 impl Config {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
-        Config { data_dir, listen, compact_every: Duration::from_secs(300), compact_keep: 10_000 }
+        let identity = format!("{}_{}", hostname(), uuid::Uuid::new_v4());
+        Config {
+            data_dir,
+            listen,
+            compact_every: Duration::from_secs(300),
+            compact_keep: 10_000,
+            controllers: "*".into(),
+            scheduler: true,
+            leader: crate::controllers::leader::LeaderConfig::new("keelson-control-plane", &identity),
+            identity,
+            settings: Default::default(),
+        }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +90,38 @@ impl Running {
     }
 }
 
+/// Runs the controllers and the scheduler while this replica holds the leader lease.
+fn start_leading_parts(api: &Arc<Api>, cfg: &Config, cancel: CancellationToken) {
+    let controllers: Vec<_> = crate::controllers::registry()
+        .into_iter()
+        .filter(|c| crate::controllers::enabled(&cfg.controllers, c.name()))
+        .collect();
+    if controllers.is_empty() && !cfg.scheduler {
+        return;
+    }
+    let client = crate::server::internal::Client::new(api.clone());
+    let (api, settings, scheduler) = (api.clone(), Arc::new(cfg.settings.clone()), cfg.scheduler);
+    let leader = cfg.leader.clone();
+    tokio::spawn(crate::controllers::leader::run(client.clone(), leader, cancel, move |term| {
+        let informers = crate::controllers::Informers::new(api.clone(), term.clone());
+        let ctx = crate::controllers::Ctx {
+            client: client.clone(),
+            informers,
+            events: crate::controllers::events::Recorder::new(client.clone(), "keelson-controller-manager"),
+            cancel: term,
+            settings: settings.clone(),
+        };
+        let controllers = controllers.clone();
+        async move {
+            let sched = scheduler.then(|| tokio::spawn(crate::scheduling::run(ctx.clone())));
+            crate::controllers::run(ctx, controllers).await;
+            if let Some(s) = sched {
+                let _ = s.await;
+            }
+        }
+    }));
+}
+
 /// Opens the store, loads or creates the PKI, binds the listener and serves in the background.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
@@ -79,6 +136,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     server::namespaces::ensure_initial(&api).await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
     server::namespaces::resume(&api).await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
     let cancel = CancellationToken::new();
+    start_leading_parts(&api, &cfg, cancel.clone());
     let task = {
         let (api, cancel) = (api.clone(), cancel.clone());
         tokio::spawn(async move {

@@ -20,6 +20,15 @@ struct Args {
     /// How often to compact storage history, in seconds.
     #[arg(long, env = "KEELSON_COMPACT_INTERVAL", default_value_t = 300)]
     compact_interval: u64,
+    /// Controllers to run: `*` for all, `name` to enable, `-name` to disable (comma-separated).
+    #[arg(long, env = "KEELSON_CONTROLLERS", default_value = "*")]
+    controllers: String,
+    /// Run the scheduler (`--scheduler=false` to disable).
+    #[arg(long, env = "KEELSON_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    scheduler: bool,
+    /// Leader election lease duration, in seconds (renew deadline and retry period scale with it).
+    #[arg(long, env = "KEELSON_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
 }
 
 /// Runs the control plane as the `control-plane` binary does.
@@ -47,6 +56,12 @@ pub fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = crate::app::Config::new(args.data_dir, args.listen);
     cfg.compact_every = std::time::Duration::from_secs(args.compact_interval.max(1));
+    cfg.controllers = args.controllers;
+    cfg.scheduler = args.scheduler;
+    let lease = std::time::Duration::from_secs(args.lease_duration.max(1));
+    cfg.leader.lease_duration = lease;
+    cfg.leader.renew_deadline = lease * 2 / 3;
+    cfg.leader.retry_period = (lease / 7).max(std::time::Duration::from_millis(200));
     let running = crate::app::start(cfg).await.context("start control plane")?;
     println!("control plane serving on https://{}; kubeconfig: {}", running.addr, running.kubeconfig.display());
     let mut term =

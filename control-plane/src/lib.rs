@@ -5,10 +5,12 @@
 
 pub mod app;
 pub mod cli;
+pub mod controllers;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod scheduling;
 pub mod selectors;
 pub mod server;
 pub mod storage;

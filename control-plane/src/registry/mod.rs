@@ -174,7 +174,7 @@ impl Resource {
 
 macro_rules! resources {
     ($($module:ident),* $(,)?) => {
-        $(mod $module;)*
+        $(pub mod $module;)*
         /// Every served resource, in discovery order.
         pub static RESOURCES: &[&Resource] = &[$(&$module::RESOURCE),*];
     };

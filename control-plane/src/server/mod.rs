@@ -5,6 +5,7 @@ mod allocation;
 mod discovery;
 pub mod errors;
 mod fields;
+pub mod internal;
 pub mod namespaces;
 pub mod negotiate;
 mod object;

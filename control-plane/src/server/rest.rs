@@ -84,7 +84,7 @@ fn success_status(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
-async fn read(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Value, i64)> {
+pub(super) async fn read(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Value, i64)> {
     let key = res.key(namespace, name);
     let kv = api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, res, name))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(res, name))?;
@@ -387,7 +387,13 @@ fn prepare_new(res: &Resource, mut obj: Value, namespace: &str) -> ApiResult<Val
     Ok(obj)
 }
 
-async fn create_object(api: &Api, res: &Resource, namespace: &str, obj: Value, dry: bool) -> ApiResult<Value> {
+pub(super) async fn create_object(
+    api: &Api,
+    res: &Resource,
+    namespace: &str,
+    obj: Value,
+    dry: bool,
+) -> ApiResult<Value> {
     let obj = prepare_new(res, obj, namespace)?;
     let name = object::name_of(&obj).to_string();
     namespace_must_accept(api, res, namespace, &name).await?;
@@ -422,16 +428,19 @@ async fn create(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Respo
 
 /// Which part of the object a write may change.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub(super) enum Part {
     Main,
     Status,
     /// A namespace's `finalize` subresource: only `spec.finalizers`.
     Finalize,
+    /// Everything (server-internal writes such as binding).
+    Whole,
 }
 
 /// Carries the fields a write to `part` may not change over from `old` to `new`.
 fn merge_part(res: &Resource, part: Part, old: &Value, new: Value) -> Value {
     let mut out = match part {
+        Part::Whole => new,
         Part::Main => {
             let mut n = new;
             if res.has_subresource("status") {
@@ -497,7 +506,7 @@ enum Outcome {
 
 /// Applies `mutate` to the current object and writes the result with compare-and-swap, retrying
 /// when another writer got there first. `precondition`: a resourceVersion the caller requires.
-async fn guaranteed_update<F>(
+pub(super) async fn guaranteed_update<F>(
     api: &Api,
     res: &Resource,
     namespace: &str,
@@ -635,7 +644,7 @@ async fn update(
 
 // ---------------------------------------------------------------- patch
 
-fn apply_patch(res: &Resource, content_type: &str, cur: &Value, patch: &Value) -> ApiResult<Value> {
+pub(super) fn apply_patch(res: &Resource, content_type: &str, cur: &Value, patch: &Value) -> ApiResult<Value> {
     let bad = |e: crate::patch::PatchError| match e.status_code() {
         400 => ApiError::bad_request(e.to_string()),
         413 => ApiError::new(413, "RequestEntityTooLarge", e.to_string()),
@@ -721,12 +730,12 @@ async fn patch(
 // ---------------------------------------------------------------- delete
 
 #[derive(Default)]
-struct DeleteOptions {
-    grace: Option<i64>,
-    propagation: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    dry: bool,
+pub(super) struct DeleteOptions {
+    pub grace: Option<i64>,
+    pub propagation: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry: bool,
 }
 
 fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {
@@ -766,7 +775,7 @@ fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {
 
 /// Deletes one object: immediately, or by marking it (finalizers, graceful pod deletion).
 /// Returns the object as it stands afterwards.
-async fn delete_object(
+pub(super) async fn delete_object(
     api: &Api,
     res: &Resource,
     namespace: &str,
@@ -979,40 +988,53 @@ async fn scale_write(
     Ok(json_response(200, &scale_of(res, &obj)?))
 }
 
-async fn bind(api: &Api, rr: &ResourceRequest, name: &str, call: &Call) -> ApiResult<Response<Body>> {
-    let res = rr.resource;
+pub(super) async fn bind(api: &Api, rr: &ResourceRequest, name: &str, call: &Call) -> ApiResult<Response<Body>> {
     let binding = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
     if node.is_empty() {
         let mut errs = FieldErrors::default();
         errs.required("target.name", "");
-        return Err(ApiError::invalid(registry::find("", "v1", "pods").expect("pods"), name, &errs));
+        return Err(ApiError::invalid(rr.resource, name, &errs));
     }
-    let dry = dry_run(call)?;
-    guaranteed_update(api, res, &rr.namespace, name, Part::Main, dry, |cur| {
+    bind_pod(api, rr.resource, &rr.namespace, name, &node, dry_run(call)?).await?;
+    Ok(json_response(201, &success_status(201)))
+}
+
+/// Assigns a pod to a node: `spec.nodeName` and the PodScheduled condition, in one write.
+pub(super) async fn bind_pod(
+    api: &Api,
+    res: &Resource,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    dry: bool,
+) -> ApiResult<Value> {
+    guaranteed_update(api, res, namespace, name, Part::Whole, dry, |cur| {
         if let Some(existing) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\"")));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
+            ));
         }
         if cur.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host")));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+            ));
         }
         let mut new = cur.clone();
         new["spec"]["nodeName"] = json!(node);
-        Ok((new, None))
-    })
-    .await?;
-    // The PodScheduled condition lives in status: set it with a status write.
-    guaranteed_update(api, res, &rr.namespace, name, Part::Status, dry, |cur| {
-        let mut new = cur.clone();
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
         let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled")).collect();
+        let mut conds: Vec<Value> =
+            conds.into_iter().filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled")).collect();
         conds.push(cond);
         new["status"]["conditions"] = json!(conds);
         Ok((new, None))
     })
-    .await?;
-    Ok(json_response(201, &success_status(201)))
+    .await
 }
 
 async fn evict(api: &Api, rr: &ResourceRequest, name: &str) -> ApiResult<Response<Body>> {

@@ -1,0 +1,24 @@
+//! The nodelifecycle controller (not written yet).
+
+use futures::future::BoxFuture;
+
+use super::{Action, Controller, Ctx, Watch};
+use crate::server::errors::ApiError;
+
+pub const NAME: &str = "nodelifecycle";
+
+pub struct NodeLifecycleController;
+
+impl Controller for NodeLifecycleController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn watches(&self) -> Vec<Watch> {
+        Vec::new()
+    }
+
+    fn reconcile<'a>(&'a self, _ctx: &'a Ctx, _key: &'a str) -> BoxFuture<'a, Result<Action, ApiError>> {
+        Box::pin(async { Ok(Action::Done) })
+    }
+}
