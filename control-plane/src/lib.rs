@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod scheduler;
 pub mod scheduling;
 pub mod selectors;
 pub mod server;

@@ -11,12 +11,17 @@ use tracing::debug;
 use crate::registry;
 use crate::server::internal::{Client, PatchType};
 
+/// (object uid, type, reason, message) of an event.
+type EventKey = (String, String, String, String);
+/// Where that event is stored, and its count.
+type EventRef = (String, String, i64);
+
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: &'static str,
     /// (object uid, type, reason, message) → (event namespace, event name, count).
-    seen: Arc<Mutex<HashMap<(String, String, String, String), (String, String, i64)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, EventRef>>>,
 }
 
 fn now() -> String {

@@ -63,10 +63,13 @@ pub enum Action {
     RequeueAfter(Duration),
 }
 
+/// Maps a change to the keys to reconcile.
+pub type KeyMapper = Box<dyn Fn(&Ctx, &Change) -> Vec<String> + Send + Sync>;
+
 /// A source of keys: changes of `resource` mapped to the keys to reconcile.
 pub struct Watch {
     pub resource: &'static Resource,
-    pub keys: Box<dyn Fn(&Ctx, &Change) -> Vec<String> + Send + Sync>,
+    pub keys: KeyMapper,
 }
 
 impl Watch {
