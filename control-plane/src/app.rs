@@ -32,6 +32,8 @@ pub struct Config {
     pub identity: String,
     pub leader: crate::controllers::leader::LeaderConfig,
     pub settings: crate::controllers::Settings,
+    /// etcd endpoints (`http://host:port`); empty uses the embedded store in the data directory.
+    pub etcd_servers: Vec<String>,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             leader: crate::controllers::leader::LeaderConfig::new("keelson-control-plane", &identity),
             identity,
             settings: Default::default(),
+            etcd_servers: Vec::new(),
         }
     }
 }
@@ -125,7 +128,11 @@ fn start_leading_parts(api: &Arc<Api>, cfg: &Config, cancel: CancellationToken) 
 /// Opens the store, loads or creates the PKI, binds the listener and serves in the background.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
-    let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("state.db"))?);
+    let store: crate::storage::AnyStore = if cfg.etcd_servers.is_empty() {
+        Arc::new(SqliteStore::open(&cfg.data_dir.join("state.db"))?)
+    } else {
+        Arc::new(crate::storage::etcd::EtcdStore::connect(&cfg.etcd_servers).await?)
+    };
     crate::storage::sqlite::spawn_compactor(&store, cfg.compact_every, cfg.compact_keep);
     let pki = Pki::load_or_create(&cfg.data_dir)?;
     let tls = server::tls_config(&pki).map_err(|e| StartError::Tls(e.to_string()))?;

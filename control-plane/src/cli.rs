@@ -26,6 +26,9 @@ struct Args {
     /// Run the scheduler (`--scheduler=false` to disable).
     #[arg(long, env = "KEELSON_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     scheduler: bool,
+    /// etcd endpoints (comma-separated `http://host:port`); without it the embedded store is used.
+    #[arg(long, env = "KEELSON_ETCD_SERVERS", value_delimiter = ',')]
+    etcd_servers: Vec<String>,
     /// Leader election lease duration, in seconds (renew deadline and retry period scale with it).
     #[arg(long, env = "KEELSON_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
@@ -58,6 +61,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.compact_every = std::time::Duration::from_secs(args.compact_interval.max(1));
     cfg.controllers = args.controllers;
     cfg.scheduler = args.scheduler;
+    cfg.etcd_servers = args.etcd_servers;
     let lease = std::time::Duration::from_secs(args.lease_duration.max(1));
     cfg.leader.lease_duration = lease;
     cfg.leader.renew_deadline = lease * 2 / 3;

@@ -5,6 +5,7 @@
 //! compacted; a watch can start from any revision that is not compacted. Handlers only ever see
 //! `Arc<dyn Store>`: the backend is chosen once at start-up.
 
+pub mod etcd;
 pub mod sqlite;
 
 use std::sync::Arc;
