@@ -28,8 +28,6 @@ pub struct Config {
     pub controllers: String,
     /// Whether the scheduler runs.
     pub scheduler: bool,
-    /// This replica's name in leader election.
-    pub identity: String,
     pub leader: crate::controllers::leader::LeaderConfig,
     pub settings: crate::controllers::Settings,
     /// etcd endpoints (`http://host:port`); empty uses the embedded store in the data directory.
@@ -47,7 +45,6 @@ impl Config {
             controllers: "*".into(),
             scheduler: true,
             leader: crate::controllers::leader::LeaderConfig::new("keelson-control-plane", &identity),
-            identity,
             settings: Default::default(),
             etcd_servers: Vec::new(),
         }

@@ -29,6 +29,9 @@ struct Args {
     /// etcd endpoints (comma-separated `http://host:port`); without it the embedded store is used.
     #[arg(long, env = "KEELSON_ETCD_SERVERS", value_delimiter = ',')]
     etcd_servers: Vec<String>,
+    /// This replica's identity in leader election (default: hostname and a random suffix).
+    #[arg(long, env = "KEELSON_IDENTITY")]
+    identity: Option<String>,
     /// Leader election lease duration, in seconds (renew deadline and retry period scale with it).
     #[arg(long, env = "KEELSON_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
@@ -62,6 +65,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.controllers = args.controllers;
     cfg.scheduler = args.scheduler;
     cfg.etcd_servers = args.etcd_servers;
+    if let Some(id) = args.identity {
+        cfg.leader.identity = id;
+    }
     let lease = std::time::Duration::from_secs(args.lease_duration.max(1));
     cfg.leader.lease_duration = lease;
     cfg.leader.renew_deadline = lease * 2 / 3;
