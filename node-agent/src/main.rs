@@ -1,6 +1,5 @@
-//! Keelson node agent (kubelet, pod network, eBPF datapath). Not built yet: see issues 3-5.
+//! `node-agent`: the Keelson node agent (see the library for what each mode does).
 
-fn main() {
-    eprintln!("node-agent: not implemented yet");
-    std::process::exit(64);
+fn main() -> std::process::ExitCode {
+    node_agent::cli::main()
 }

@@ -107,14 +107,14 @@ pub trait Controller: Send + Sync + 'static {
 pub fn registry() -> Vec<Arc<dyn Controller>> {
     vec![
         Arc::new(deployment::DeploymentController),
-        Arc::new(replicaset::ReplicaSetController),
-        Arc::new(endpointslice::EndpointSliceController),
+        Arc::new(replicaset::ReplicaSetController::default()),
+        Arc::new(endpointslice::EndpointSliceController::default()),
         Arc::new(endpoints::EndpointsController),
         Arc::new(serviceaccount::ServiceAccountController),
-        Arc::new(garbagecollector::GarbageCollector),
+        Arc::new(garbagecollector::GarbageCollector::default()),
         Arc::new(namespace::NamespaceController),
-        Arc::new(nodeipam::NodeIpamController),
-        Arc::new(nodelifecycle::NodeLifecycleController),
+        Arc::new(nodeipam::NodeIpamController::default()),
+        Arc::new(nodelifecycle::NodeLifecycleController::default()),
     ]
 }
 

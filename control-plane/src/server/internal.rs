@@ -124,6 +124,14 @@ impl Client {
         rest::delete_object(&self.api, res, namespace, name, &opts).await
     }
 
+    /// Writes a namespace's `spec.finalizers` through the `finalize` subresource: `mutate` gets the
+    /// current namespace and returns it with the finalizers it should have. A terminating namespace
+    /// left without finalizers is deleted.
+    pub async fn finalize_namespace(&self, name: &str, mut mutate: impl FnMut(&Value) -> Value) -> ApiResult<Value> {
+        let res = &crate::registry::namespaces::RESOURCE;
+        rest::finalize_namespace(&self.api, res, name, |cur| Ok((mutate(cur), None))).await
+    }
+
     /// Binds a pod to a node (the `binding` subresource).
     pub async fn bind(&self, res: &Resource, namespace: &str, pod: &str, node: &str) -> ApiResult<Value> {
         rest::bind_pod(&self.api, res, namespace, pod, node, false).await

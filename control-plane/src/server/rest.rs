@@ -592,7 +592,10 @@ fn finish_update(res: &Resource, part: Part, cur: &Value, new: Value) -> ApiResu
     if cmp_new == cmp_cur {
         return Ok(Outcome::Unchanged(cur.clone()));
     }
-    validate(res, &new, Some(cur))?;
+    // Server-internal writes (binding) change what clients may not, by design.
+    if part != Part::Whole {
+        validate(res, &new, Some(cur))?;
+    }
     Ok(Outcome::Write(new))
 }
 
@@ -864,9 +867,6 @@ pub(super) async fn delete_object(
         match api.store.update(&key, object::encode(&new), rev).await {
             Ok(kv) => {
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                if res.kind == "Namespace" {
-                    super::namespaces::finalize_soon(api, name);
-                }
                 return Ok(new);
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -1046,11 +1046,6 @@ async fn evict(api: &Api, rr: &ResourceRequest, name: &str) -> ApiResult<Respons
 /// Creates an object on behalf of the server itself (initial namespaces and the like).
 pub async fn create_system_object(api: &Api, res: &Resource, namespace: &str, obj: Value) -> ApiResult<Value> {
     create_object(api, res, namespace, obj, false).await
-}
-
-/// Deletes an object on behalf of the server itself, with default options.
-pub async fn delete_system_object(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<Value> {
-    delete_object(api, res, namespace, name, &DeleteOptions::default()).await
 }
 
 /// Sets a namespace's `spec.finalizers` on behalf of the server itself (the `finalize` subresource).

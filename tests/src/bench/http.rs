@@ -17,7 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-/// Longest a single request may take before it counts as failed.
+/// Longest a single request may take before it counts as failed, unless the connection is given
+/// another limit with [`Conn::set_timeout`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where and how to reach one API server.
@@ -83,6 +84,7 @@ pub struct Conn {
     send: SendRequest<Full<Bytes>>,
     authorization: HeaderValue,
     base: String,
+    timeout: Duration,
 }
 
 impl Conn {
@@ -110,7 +112,12 @@ impl Conn {
             // requests on it then fail and are counted there.
             let _ = connection.await;
         });
-        Ok(Conn { send, authorization: target.authorization.clone(), base: format!("https://{}", target.addr) })
+        Ok(Conn {
+            send,
+            authorization: target.authorization.clone(),
+            base: format!("https://{}", target.addr),
+            timeout: REQUEST_TIMEOUT,
+        })
     }
 
     /// Sends a request and returns the response head with the body still streaming.
@@ -133,14 +140,20 @@ impl Conn {
         self.send.send_request(request).await.context("send request")
     }
 
-    /// Sends a request and reads the whole response, within [`REQUEST_TIMEOUT`].
+    /// Sets the longest time [`Conn::call`] waits for a whole response.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends a request and reads the whole response within the connection's time limit.
     pub async fn call(&mut self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<Reply> {
+        let timeout = self.timeout;
         let exchange = async {
             let response = self.open(method, path, body).await?;
             let status = response.status();
             let body = response.into_body().collect().await.context("read response body")?.to_bytes();
             Ok(Reply { status, body })
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.context("request timed out")?
+        tokio::time::timeout(timeout, exchange).await.context("request timed out")?
     }
 }

@@ -296,98 +296,119 @@ pub async fn get(
     Ok(phase)
 }
 
-/// Results of a list run.
-pub struct Listed {
-    /// One latency per request (a whole list, or one page).
-    pub requests: Phase,
-    /// With a page size: one latency per walk over all pages.
-    pub walks: Phase,
-}
+/// Time limit of one full list: with 100 clients at once on 2 CPUs, one takes tens of seconds.
+const FULL_LIST_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// `clients` clients list the namespace's Pods `per_client` times each: in one request, or with
-/// `limit` walking every page with `continue`. Every list must hold `expect_items` Pods.
-pub async fn list(
+/// `clients` clients list all the namespace's Pods in one request, `per_client` times each.
+/// Client 0 checks that its first list holds `expect_items` Pods (decoding every list would take
+/// CPU from the server).
+pub async fn list_full(
     target: &Target,
     namespace: &str,
     clients: usize,
     per_client: usize,
-    limit: Option<usize>,
     expect_items: usize,
     deadline: Instant,
-) -> anyhow::Result<Listed> {
+) -> anyhow::Result<Phase> {
     let conns = connect(target, clients).await?;
-    let base = Arc::new(format!("/api/v1/namespaces/{namespace}/pods"));
-    let (requests, walks) = run_clients(conns, |i, mut conn| {
-        let base = base.clone();
+    let path = Arc::new(format!("/api/v1/namespaces/{namespace}/pods"));
+    let (phase, _) = run_clients(conns, |i, mut conn| {
+        let path = path.clone();
+        conn.set_timeout(FULL_LIST_TIMEOUT);
         async move {
-            let mut requests = Phase::default();
-            let mut walks = Phase::default();
+            let mut phase = Phase::default();
             for n in 0..per_client {
                 if Instant::now() > deadline {
-                    requests.capped = true;
+                    phase.capped = true;
                     break;
                 }
-                let walk_started = Instant::now();
-                let mut items = 0;
-                let mut token: Option<String> = None;
-                let mut ok = true;
-                // Bounded: a walk has at most expect_items / limit + 1 pages (plus one for slack).
-                let max_pages = limit.map_or(1, |l| expect_items / l.max(1) + 2);
-                for _ in 0..max_pages {
-                    let path = match (limit, &token) {
-                        (None, _) => base.to_string(),
-                        (Some(l), None) => format!("{base}?limit={l}"),
-                        (Some(l), Some(t)) => format!("{base}?limit={l}&continue={t}"),
-                    };
-                    let Some((reply, _)) =
-                        timed(&mut conn, &mut requests, Method::GET, &path, None, StatusCode::OK).await
-                    else {
-                        ok = false;
-                        break;
-                    };
-                    // Counting items parses the whole body: do it for every page, but for full
-                    // lists only on client 0's first list (the parse would steal CPU from the server).
-                    if limit.is_none() && (i, n) != (0, 0) {
-                        break;
-                    }
+                let Some((reply, _)) = timed(&mut conn, &mut phase, Method::GET, &path, None, StatusCode::OK).await
+                else {
+                    continue;
+                };
+                if (i, n) == (0, 0) {
                     match serde_json::from_slice::<ListPage>(&reply.body) {
-                        Ok(page) => {
-                            items += page.items.len();
-                            token = page.metadata.continue_token.filter(|t| !t.is_empty());
+                        Ok(list) if list.items.len() == expect_items => {}
+                        Ok(list) => {
+                            phase.fail(|| format!("GET {path}: {} items, expected {expect_items}", list.items.len()))
                         }
-                        Err(error) => {
-                            requests.fail(|| format!("GET {path}: undecodable list: {error}"));
-                            ok = false;
-                            break;
-                        }
-                    }
-                    if token.is_none() {
-                        if items != expect_items {
-                            requests.fail(|| {
-                                format!("GET {base} (limit {limit:?}): {items} items, expected {expect_items}")
-                            });
-                            ok = false;
-                        }
-                        break;
-                    }
-                }
-                if ok && limit.is_some() {
-                    if token.is_some() {
-                        requests.fail(|| format!("GET {base}: more than {max_pages} pages"));
-                    } else {
-                        walks.latencies.push(walk_started.elapsed().as_nanos() as u64);
+                        Err(error) => phase.fail(|| format!("GET {path}: undecodable list: {error}")),
                     }
                 }
             }
-            (requests, walks)
+            (phase, ())
         }
     })
     .await?;
-    let mut all_walks = Phase { wall: requests.wall, ..Phase::default() };
+    Ok(phase)
+}
+
+/// Results of a paged list run.
+pub struct Paged {
+    /// One latency per page request.
+    pub pages: Phase,
+    /// One latency per complete walk over all pages.
+    pub walks: Phase,
+}
+
+/// `clients` clients make `pages_per_client` requests each for pages of `limit` Pods, following
+/// `continue` and starting over after the last page. Every complete walk must hold
+/// `expect_items` Pods; a walk the budget cuts short is not timed.
+pub async fn list_pages(
+    target: &Target,
+    namespace: &str,
+    clients: usize,
+    pages_per_client: usize,
+    limit: usize,
+    expect_items: usize,
+    deadline: Instant,
+) -> anyhow::Result<Paged> {
+    let conns = connect(target, clients).await?;
+    let base = Arc::new(format!("/api/v1/namespaces/{namespace}/pods?limit={limit}"));
+    let (pages, walks) = run_clients(conns, |_, mut conn| {
+        let base = base.clone();
+        async move {
+            let mut pages = Phase::default();
+            let mut walks = Phase::default();
+            // The walk in progress: when it started, items so far, the next continue token.
+            let mut walk: Option<(Instant, usize, String)> = None;
+            for _ in 0..pages_per_client {
+                if Instant::now() > deadline {
+                    pages.capped = true;
+                    break;
+                }
+                let (started, items, path) = match walk.take() {
+                    Some((started, items, token)) => (started, items, format!("{base}&continue={token}")),
+                    None => (Instant::now(), 0, base.to_string()),
+                };
+                let Some((reply, done)) = timed(&mut conn, &mut pages, Method::GET, &path, None, StatusCode::OK).await
+                else {
+                    continue;
+                };
+                let page = match serde_json::from_slice::<ListPage>(&reply.body) {
+                    Ok(page) => page,
+                    Err(error) => {
+                        pages.fail(|| format!("GET {path}: undecodable list: {error}"));
+                        continue;
+                    }
+                };
+                let items = items + page.items.len();
+                match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+                    Some(token) if items < expect_items => walk = Some((started, items, token)),
+                    Some(_) => pages.fail(|| format!("GET {path}: a continue token after {items} items")),
+                    None if items == expect_items => walks.latencies.push((done - started).as_nanos() as u64),
+                    None => pages.fail(|| format!("GET {base}…: a walk of {items} items, expected {expect_items}")),
+                }
+            }
+            (pages, walks)
+        }
+    })
+    .await?;
+    let mut all_walks = Phase { wall: pages.wall, ..Phase::default() };
     for w in walks {
         all_walks.absorb(w);
     }
-    Ok(Listed { requests, walks: all_walks })
+    Ok(Paged { pages, walks: all_walks })
 }
 
 /// The current resource version of the namespace's Pod list.

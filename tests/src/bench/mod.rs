@@ -27,6 +27,14 @@ use stats::{Phase, Summary};
 const NAMESPACE: &str = "bench";
 /// Namespace of the churn run.
 const CHURN_NAMESPACE: &str = "churn";
+/// Flags that leave only the API server and the store running: no controllers, no scheduler.
+/// Otherwise the scheduler keeps writing the status of the benchmark's unschedulable Pods (there
+/// are no Nodes), which costs CPU and makes conditional updates conflict.
+pub const API_ONLY: [&str; 2] = ["--controllers=", "--scheduler=false"];
+
+fn api_only_args() -> Vec<String> {
+    API_ONLY.iter().map(|s| (*s).to_owned()).collect()
+}
 
 /// Paths of the programs under test.
 #[derive(Debug, Clone)]
@@ -49,9 +57,14 @@ pub struct Plan {
     pub stored_pods: usize,
     pub updates: usize,
     pub gets: usize,
-    /// Lists per run and level: at least this many, and at least one per client.
+    /// Full lists per run and level: at least this many, and at least one per client.
     pub min_lists: usize,
+    /// Levels from this many clients up list in full in one run only: 100 lists of 10 000 Pods at
+    /// once take about a minute here.
+    pub full_list_once_from: usize,
     pub page_limit: usize,
+    /// Page requests per run and level, shared by the clients (at least one each).
+    pub page_budget: usize,
     /// Watches open during the update runs.
     pub watchers: usize,
     /// etcd puts (and gets) per run and level.
@@ -75,8 +88,10 @@ impl Plan {
             stored_pods: 10_000,
             updates: 3_000,
             gets: 5_000,
-            min_lists: 20,
+            min_lists: 10,
+            full_list_once_from: 100,
             page_limit: 500,
+            page_budget: 200,
             watchers: 4,
             etcd_ops: 10_000,
             churn_objects: 100,
@@ -96,6 +111,7 @@ impl Plan {
             updates: 1_000,
             gets: 1_000,
             min_lists: 4,
+            page_budget: 40,
             etcd_ops: 2_000,
             churn_updates: 10_000,
             compact_interval: 2,
@@ -106,6 +122,15 @@ impl Plan {
 
     fn lists_per_client(&self, clients: usize) -> usize {
         self.min_lists.div_ceil(clients).max(1)
+    }
+
+    fn pages_per_client(&self, clients: usize) -> usize {
+        self.page_budget.div_ceil(clients).max(1)
+    }
+
+    /// Runs of the full-list phase at `clients`.
+    pub fn full_list_runs(&self, clients: usize) -> usize {
+        if clients >= self.full_list_once_from { 1 } else { self.runs }
     }
 
     fn deadline(&self) -> Instant {
@@ -134,6 +159,8 @@ pub struct ApiResults {
     pub list_page: Levels,
     pub list_walk: Levels,
     pub watch: Levels,
+    /// Per level, summed over runs: deliveries timed.
+    pub watch_deliveries: BTreeMap<usize, usize>,
     /// Per level, summed over runs: events that arrived before the write's acknowledgement.
     pub watch_before_ack: BTreeMap<usize, usize>,
     /// Per level, summed over runs: (write, watcher) pairs never delivered.
@@ -158,6 +185,20 @@ pub struct ChurnResults {
     /// After two more compaction intervals with no writes.
     pub settled: StoreSize,
     pub rss: u64,
+    /// Compactions the server logged (at debug level) during the churn run.
+    pub compactions: usize,
+}
+
+/// Memory of the control plane as shipped: controllers and scheduler on.
+#[derive(Debug, Default)]
+pub struct DefaultFlagsResults {
+    /// VmRSS 2 s after start.
+    pub idle_rss: u64,
+    /// VmRSS 3 s after the Pods were stored.
+    pub stored_rss: u64,
+    /// Pods created (by the widest level of clients), and at what rate.
+    pub created: usize,
+    pub create_rate: f64,
 }
 
 /// Everything the report shows.
@@ -169,10 +210,12 @@ pub struct Results {
     pub etcd: EtcdResults,
     pub api: ApiResults,
     pub churn: ChurnResults,
+    pub default_flags: DefaultFlagsResults,
     /// First failure of every phase that had one.
     pub failures: Vec<String>,
     pub notes: Vec<String>,
     pub elapsed: Duration,
+    pub load_at_end: String,
 }
 
 /// Progress on stderr, so that stdout holds only the report.
@@ -191,14 +234,18 @@ pub async fn run(programs: Programs, plan: Plan) -> anyhow::Result<Results> {
         etcd: EtcdResults::default(),
         api: ApiResults::default(),
         churn: ChurnResults::default(),
+        default_flags: DefaultFlagsResults::default(),
         failures: Vec::new(),
         notes: Vec::new(),
         elapsed: Duration::ZERO,
+        load_at_end: String::new(),
     };
     run_etcd(&programs, &plan, &mut results).await.context("etcd section")?;
     run_api(&programs, &plan, &mut results).await.context("API section")?;
     run_churn(&programs, &plan, &mut results).await.context("churn section")?;
+    run_default_flags(&programs, &plan, &mut results).await.context("default-flags memory section")?;
     results.elapsed = started.elapsed();
+    results.load_at_end = procs::load_average();
     Ok(results)
 }
 
@@ -243,7 +290,7 @@ async fn run_etcd(programs: &Programs, plan: &Plan, results: &mut Results) -> an
 
 async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     progress(format!("starting control plane ({})", programs.control_plane.display()));
-    let cp = ControlPlane::start(&programs.control_plane, None).await?;
+    let cp = ControlPlane::start(&programs.control_plane, &api_only_args(), "info").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     results.api.idle_rss = proc_status_bytes(cp.pid(), "VmRSS")?;
     keelson::create_namespace(&cp.target, NAMESPACE).await?;
@@ -296,6 +343,7 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
             let mut watch_phase = delivery.phase;
             watch_phase.wall = phase.wall;
             record(&mut api.watch, failures, "watch delivery", clients, &watch_phase);
+            *api.watch_deliveries.entry(clients).or_default() += watch_phase.latencies.len();
             *api.watch_before_ack.entry(clients).or_default() += delivery.before_ack;
             *api.watch_missed.entry(clients).or_default() += delivery.missed;
             if delivery.missed > 0 {
@@ -325,24 +373,28 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
             record(&mut api.get, failures, "get", clients, &phase);
         }
     }
-    for _ in 0..plan.runs {
+    for run in 0..plan.runs {
         for &clients in &plan.levels {
-            let per_client = plan.lists_per_client(clients);
-            let listed =
-                keelson::list(&cp.target, NAMESPACE, clients, per_client, None, stored, plan.deadline()).await?;
-            record(&mut api.list_full, failures, "list full", clients, &listed.requests);
-            let listed = keelson::list(
+            if run < plan.full_list_runs(clients) {
+                let per_client = plan.lists_per_client(clients);
+                let phase =
+                    keelson::list_full(&cp.target, NAMESPACE, clients, per_client, stored, plan.deadline()).await?;
+                record(&mut api.list_full, failures, "list full", clients, &phase);
+            }
+            let paged = keelson::list_pages(
                 &cp.target,
                 NAMESPACE,
                 clients,
-                per_client,
-                Some(plan.page_limit),
+                plan.pages_per_client(clients),
+                plan.page_limit,
                 stored,
                 plan.deadline(),
             )
             .await?;
-            record(&mut api.list_page, failures, "list page", clients, &listed.requests);
-            record(&mut api.list_walk, failures, "list walk", clients, &listed.walks);
+            record(&mut api.list_page, failures, "list page", clients, &paged.pages);
+            if !paged.walks.latencies.is_empty() {
+                record(&mut api.list_walk, failures, "list walk", clients, &paged.walks);
+            }
         }
     }
     api.peak_rss = proc_status_bytes(cp.pid(), "VmHWM")?;
@@ -351,8 +403,11 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
 }
 
 async fn run_churn(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    let mut args = api_only_args();
+    args.extend(["--compact-interval".to_owned(), plan.compact_interval.to_string()]);
     progress(format!("starting control plane with --compact-interval {}", plan.compact_interval));
-    let cp = ControlPlane::start(&programs.control_plane, Some(plan.compact_interval)).await?;
+    // Storage logs its compactions at debug level: count them to show compaction ran.
+    let cp = ControlPlane::start(&programs.control_plane, &args, "info,control_plane::storage=debug").await?;
     keelson::create_namespace(&cp.target, CHURN_NAMESPACE).await?;
     let names: Vec<String> = (0..plan.churn_objects).map(|i| format!("churn-{i:04}")).collect();
     let (phase, pods) =
@@ -394,8 +449,33 @@ async fn run_churn(programs: &Programs, plan: &Plan, results: &mut Results) -> a
     progress(format!("waiting {settle:?} for compaction to settle"));
     tokio::time::sleep(settle).await;
     churn.settled = cp.store_size();
+    churn.compactions = cp.log_lines_containing(" compacted revision=");
     check_alive(&cp)?;
     Ok(())
+}
+
+/// RSS of the control plane with its default flags, idle and with the Pods stored.
+async fn run_default_flags(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    progress("starting control plane with default flags (controllers and scheduler on)");
+    let cp = ControlPlane::start(&programs.control_plane, &[], "info").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = &mut results.default_flags;
+    out.idle_rss = proc_status_bytes(cp.pid(), "VmRSS")?;
+    keelson::create_namespace(&cp.target, NAMESPACE).await?;
+    let clients = *plan.levels.last().expect("levels");
+    let names = (0..plan.stored_pods).map(|i| format!("pod-{i:06}")).collect();
+    let (phase, created) = keelson::create(&cp.target, NAMESPACE, clients, names, plan.deadline()).await?;
+    if let Some(error) = &phase.first_error {
+        results
+            .failures
+            .push(format!("create with default flags ({clients} clients, {} failed): {error}", phase.errors));
+    }
+    out.created = created.len();
+    out.create_rate = phase.summary().throughput;
+    progress(format!("stored {} pods with default flags at {}/s", out.created, stats::fmt_rate(out.create_rate)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    out.stored_rss = proc_status_bytes(cp.pid(), "VmRSS")?;
+    check_alive(&cp)
 }
 
 fn check_alive(cp: &ControlPlane) -> anyhow::Result<()> {

@@ -69,17 +69,20 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts `binary --data-dir … --listen 127.0.0.1:0 [--compact-interval N]` and waits until it
-    /// answers `/readyz`.
-    pub async fn start(binary: &Path, compact_interval: Option<u64>) -> anyhow::Result<ControlPlane> {
+    /// Starts `binary --data-dir … --listen 127.0.0.1:0 [args…]` with `RUST_LOG=log_filter` and
+    /// waits until it answers `/readyz`.
+    pub async fn start(binary: &Path, args: &[String], log_filter: &str) -> anyhow::Result<ControlPlane> {
         let dir = tempfile::Builder::new().prefix("keelson-bench-").tempdir().context("temporary directory")?;
         let data_dir = dir.path().join("data");
         let log = dir.path().join("control-plane.log");
         let mut command = Command::new(binary);
-        command.arg("--data-dir").arg(&data_dir).args(["--listen", "127.0.0.1:0"]).env("RUST_LOG", "info");
-        if let Some(secs) = compact_interval {
-            command.args(["--compact-interval", &secs.to_string()]);
-        }
+        command
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", log_filter)
+            .env("NO_COLOR", "1")
+            .args(args);
         let mut proc = Proc::spawn("control-plane", command, log.clone())?;
         let deadline = Instant::now() + START_TIMEOUT;
         // The binary prints this line once the store is open and the listener bound.
@@ -119,6 +122,31 @@ impl ControlPlane {
     pub fn log_tail(&self) -> String {
         self.proc.log_tail()
     }
+
+    /// Lines of the control plane's log (stdout and stderr) that contain `needle` once colour
+    /// codes are removed.
+    pub fn log_lines_containing(&self, needle: &str) -> usize {
+        let text = fs::read_to_string(&self.proc.log).unwrap_or_default();
+        text.lines().filter(|line| strip_ansi(line).contains(needle)).count()
+    }
+}
+
+/// `line` without ANSI SGR sequences (`ESC [ … m`), which the server's log writer may add.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Bytes on disk of the SQLite store.
@@ -200,18 +228,21 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
 /// What the report says about the machine.
 #[derive(Debug)]
 pub struct Machine {
+    /// CPUs this process may run on (what `nproc` prints).
     pub cpus: usize,
     pub model: String,
     pub kernel: String,
     pub date: String,
     pub temp_fs: String,
     pub etcd_version: String,
+    /// `/proc/loadavg` when the benchmark started: other work on the machine skews everything.
+    pub load_at_start: String,
 }
 
 impl Machine {
     pub fn probe(etcd: &Path) -> Machine {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpus = cpuinfo.lines().filter(|line| line.starts_with("processor")).count();
+        let cpus = std::thread::available_parallelism().map_or(0, usize::from);
         let model = cpuinfo
             .lines()
             .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
@@ -225,8 +256,23 @@ impl Machine {
             .and_then(|out| String::from_utf8(out.stdout).ok())
             .and_then(|text| text.lines().next().map(str::to_owned))
             .unwrap_or_else(|| "unknown".into());
-        Machine { cpus, model, kernel, date: utc_now(), temp_fs: filesystem_of(&std::env::temp_dir()), etcd_version }
+        Machine {
+            cpus,
+            model,
+            kernel,
+            date: utc_now(),
+            temp_fs: filesystem_of(&std::env::temp_dir()),
+            etcd_version,
+            load_at_start: load_average(),
+        }
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The filesystem type and device of the mount that holds `path` (longest matching mount point).
@@ -275,6 +321,12 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(20_818), (2026, 12, 31));
+    }
+
+    #[test]
+    fn ansi_codes_are_stripped() {
+        let line = "\u{1b}[34mDEBUG\u{1b}[0m sqlite: compacted \u{1b}[3mrevision\u{1b}[0m\u{1b}[2m=\u{1b}[0m42";
+        assert_eq!(strip_ansi(line), "DEBUG sqlite: compacted revision=42");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn median_u64(mut values: Vec<u64>) -> u64 {
     values.sort_unstable();
     match values.len() {
         0 => 0,
-        n if n % 2 == 1 => values[n / 2],
+        n if !n.is_multiple_of(2) => values[n / 2],
         n => (values[n / 2 - 1] + values[n / 2]) / 2,
     }
 }
@@ -121,18 +121,18 @@ pub fn median_f64(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
+        n if !n.is_multiple_of(2) => values[n / 2],
         n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
-/// Nanoseconds as `µs` below 1 ms, as `ms` below 10 s, else as `s`.
+/// Nanoseconds as `µs` below 1 ms, as `ms` below 1 s, else as `s`.
 pub fn fmt_ns(ns: u64) -> String {
     match ns {
         0..1_000_000 => format!("{:.0} µs", ns as f64 / 1e3),
         1_000_000..10_000_000 => format!("{:.2} ms", ns as f64 / 1e6),
-        10_000_000..10_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.1} s", ns as f64 / 1e9),
+        10_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
     }
 }
 
@@ -149,7 +149,7 @@ pub fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
@@ -162,16 +162,23 @@ pub fn fmt_mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// A plain-text table: the first column is left-aligned, the others right-aligned.
+/// A plain-text table: the first column (or the first few) left-aligned, the others right-aligned.
 #[derive(Debug)]
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+    left: usize,
 }
 
 impl Table {
     pub fn new(header: &[&str]) -> Table {
-        Table { header: header.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new() }
+        Table { header: header.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new(), left: 1 }
+    }
+
+    /// Left-aligns the first `n` columns.
+    pub fn left_aligned(mut self, n: usize) -> Table {
+        self.left = n;
+        self
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -194,7 +201,7 @@ impl Table {
                 if i > 0 {
                     out.push_str("  ");
                 }
-                if i == 0 {
+                if i < self.left {
                     out.push_str(cell);
                     out.extend(std::iter::repeat_n(' ', pad));
                 } else {
@@ -258,6 +265,7 @@ mod tests {
         assert_eq!(fmt_ns(548_000), "548 µs");
         assert_eq!(fmt_ns(2_200_000), "2.20 ms");
         assert_eq!(fmt_ns(23_400_000), "23.4 ms");
+        assert_eq!(fmt_ns(2_918_800_000), "2.92 s");
     }
 
     #[test]
