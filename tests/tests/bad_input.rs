@@ -119,7 +119,7 @@ fn deployment(name: &str) -> Value {
 
 #[test]
 fn malformed_bodies_are_bad_requests() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let c = client_with(&cluster, None).await;
         assert_eq!(send_json(&c, "POST", CMS, &config_map("keep")).await.code, 201, "seed object");
@@ -184,7 +184,7 @@ fn malformed_bodies_are_bad_requests() {
 
 #[test]
 fn strict_field_validation_names_unknown_fields() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let c = client_with(&cluster, None).await;
         let before = snapshot(&c, &[DEPLOYS]).await;
@@ -239,7 +239,7 @@ fn strict_field_validation_names_unknown_fields() {
 
 #[test]
 fn invalid_objects_are_unprocessable() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let c = client_with(&cluster, None).await;
         let before = snapshot(&c, &[CMS, PODS, DEPLOYS]).await;
@@ -298,7 +298,7 @@ fn invalid_objects_are_unprocessable() {
 
 #[test]
 fn conflicts_and_duplicates() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let c = client_with(&cluster, None).await;
         let created = send_json(&c, "POST", CMS, &config_map("cm")).await;
@@ -345,7 +345,7 @@ fn conflicts_and_duplicates() {
 
 #[test]
 fn missing_things_are_not_found() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let c = client_with(&cluster, None).await;
         let before = snapshot(&c, &[CMS]).await;
@@ -401,7 +401,7 @@ fn missing_things_are_not_found() {
 
 #[test]
 fn unsupported_media_type_and_oversized_bodies() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let c = client_with(&cluster, None).await;
         assert_eq!(send_json(&c, "POST", CMS, &config_map("keep")).await.code, 201, "seed object");
@@ -435,7 +435,7 @@ fn unsupported_media_type_and_oversized_bodies() {
 
 #[test]
 fn requests_without_a_valid_token_are_unauthorized() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let admin = client_with(&cluster, None).await;
         let before = snapshot(&admin, &[CMS]).await;

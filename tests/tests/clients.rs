@@ -83,7 +83,7 @@ fn owned(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn config_maps_create_get_list_patch_replace_delete() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
         let pp = PostParams::default();
@@ -232,7 +232,7 @@ where
 
 #[test]
 fn watch_sees_changes_made_while_watching() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let client = client(&cluster).await;
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -317,7 +317,7 @@ fn watch_sees_changes_made_while_watching() {
 
 #[test]
 fn deployments_and_pods_subresources_and_patches() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     cluster.runtime().block_on(async {
         let client = client(&cluster).await;
         let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -425,7 +425,7 @@ fn deployments_and_pods_subresources_and_patches() {
 
 #[test]
 fn python_kubernetes_client() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_standalone();
     let script = common::fixture("python/client_smoke.py");
     let out = Command::new("python3")
         .arg(&script)

@@ -19,10 +19,26 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A control plane with every controller and the scheduler, as `control-plane` runs by default.
     pub fn start() -> Cluster {
+        Self::start_with(|_| {})
+    }
+
+    /// The API server alone: no controllers, no scheduler, so nothing writes but the test.
+    pub fn start_standalone() -> Cluster {
+        Self::start_with(|cfg| {
+            cfg.controllers = String::new();
+            cfg.scheduler = false;
+        })
+    }
+
+    /// A control plane with a configuration adjusted by `tune`.
+    pub fn start_with(tune: impl FnOnce(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let cfg = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("addr"));
+        let mut cfg = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("addr"));
+        cfg.leader.retry_period = std::time::Duration::from_millis(200);
+        tune(&mut cfg);
         let running = rt.block_on(start(cfg)).expect("control plane starts");
         Cluster {
             kubeconfig: running.kubeconfig.clone(),
