@@ -138,7 +138,6 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let kubeconfig = pki.write_kubeconfig(&cfg.data_dir, addr)?;
     let api = Api::new(store, pki.admin_token.clone(), addr);
     server::namespaces::ensure_initial(&api).await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
-    server::namespaces::resume(&api).await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
     let cancel = CancellationToken::new();
     start_leading_parts(&api, &cfg, cancel.clone());
     let task = {

@@ -2,8 +2,6 @@
 //! finalizing a namespace marked for deletion is the namespace controller's work
 //! (`controllers::namespace`).
 
-use std::sync::Arc;
-
 use serde_json::json;
 use tracing::info;
 
@@ -43,12 +41,5 @@ pub async fn ensure_initial(api: &Api) -> ApiResult<()> {
         rest::create_system_object(api, services, "default", svc).await?;
         info!("created the kubernetes Service");
     }
-    Ok(())
-}
-
-/// Kept for callers from before namespace finalization moved to the namespace controller
-/// (`controllers::namespace`): a namespace that was terminating when the server stopped is picked
-/// up by that controller when it starts. Does nothing.
-pub async fn resume(_api: &Arc<Api>) -> ApiResult<()> {
     Ok(())
 }
