@@ -26,7 +26,7 @@ fn editor_env<'a>(script: &'a str, tmp: &'a str) -> [(&'a str, &'a str); 4] {
 
 #[test]
 fn deployment_create_scale_edit_set_image_and_delete() {
-    let c = Cluster::start();
+    let c = Cluster::start_standalone();
 
     // `kubectl create deployment my-tomcat --image=tomcat:9.0.55 --replicas=3` (a protobuf body).
     assert_eq!(
@@ -139,7 +139,7 @@ fn deployment_create_scale_edit_set_image_and_delete() {
 
 #[test]
 fn deployment_label_annotate_and_the_three_patch_types() {
-    let c = Cluster::start();
+    let c = Cluster::start_standalone();
     c.ok(&["create", "deployment", "web", "--image=busybox:1.36"]);
     assert_eq!(container_names(&c, "web"), "busybox");
 
@@ -211,7 +211,7 @@ fn deployment_label_annotate_and_the_three_patch_types() {
 
 #[test]
 fn deployment_apply_is_idempotent_three_way_and_diffable() {
-    let c = Cluster::start();
+    let c = Cluster::start_standalone();
     let original = tutorial_text("my-tomcat-deployment.yaml");
     let file = c.write("my-tomcat.yaml", &original);
     let file = arg(&file);
@@ -295,7 +295,7 @@ fn deployment_apply_is_idempotent_three_way_and_diffable() {
 
 #[test]
 fn get_all_and_wait_for_conditions_and_deletion() {
-    let c = Cluster::start();
+    let c = Cluster::start_standalone();
     c.ok(&["create", "deployment", "web", "--image=busybox:1.36"]);
     c.ok(&["run", "solo", "--image=busybox:1.36"]);
 
@@ -354,7 +354,7 @@ fn get_all_and_wait_for_conditions_and_deletion() {
 
 #[test]
 fn services_expose_create_and_nodeport_range() {
-    let c = Cluster::start();
+    let c = Cluster::start_standalone();
     assert_eq!(
         c.ok_stdin(&["apply", "-f", "-"], &tutorial_text("my-tomcat-deployment.yaml")),
         "deployment.apps/my-tomcat created\n"
