@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::controllers::{Change, Ctx, key_of};
+use crate::controllers::{Change, Ctx, Informer, key_of};
 use crate::registry;
 use crate::scheduler::{PodInfo, ScheduleError, Scheduler, SchedulerConfig, Snapshot};
 use crate::server::internal::PatchType;
@@ -50,6 +50,21 @@ fn wants_scheduling(pod: &Value) -> bool {
 }
 
 impl State {
+    /// Rebuilds the snapshot from the caches and queues every pod that needs a node (at start,
+    /// and after missing changes).
+    fn rebuild(&mut self, nodes: &Informer, pods: &Informer) {
+        self.snapshot = Snapshot::new();
+        for n in nodes.list("", |_| true) {
+            let _ = self.snapshot.upsert_node(&n);
+        }
+        for p in pods.list("", |_| true) {
+            let _ = self.snapshot.upsert_pod(&p);
+            if wants_scheduling(&p) {
+                self.enqueue(key_of(&p));
+            }
+        }
+    }
+
     fn enqueue(&mut self, key: String) {
         self.queues.unschedulable.remove(&key);
         if self.queues.queued.insert(key.clone()) {
@@ -125,19 +140,7 @@ pub async fn run(ctx: Ctx) {
     nodes.synced().await;
     let state = Arc::new(Mutex::new(State { snapshot: Snapshot::new(), queues: Queues::default() }));
     let wake = Arc::new(Notify::new());
-    let resync = |st: &mut State| {
-        st.snapshot = Snapshot::new();
-        for n in nodes.list("", |_| true) {
-            let _ = st.snapshot.upsert_node(&n);
-        }
-        for p in pods.list("", |_| true) {
-            let _ = st.snapshot.upsert_pod(&p);
-            if wants_scheduling(&p) {
-                st.enqueue(key_of(&p));
-            }
-        }
-    };
-    resync(&mut state.lock().expect("scheduler lock"));
+    state.lock().expect("scheduler lock").rebuild(&nodes, &pods);
     wake.notify_one();
 
     // Keep the snapshot and queues current.
@@ -159,17 +162,7 @@ pub async fn run(ctx: Ctx) {
                     },
                 };
                 if lagged {
-                    let mut st = state.lock().expect("scheduler lock");
-                    st.snapshot = Snapshot::new();
-                    for n in nodes.list("", |_| true) {
-                        let _ = st.snapshot.upsert_node(&n);
-                    }
-                    for p in pods.list("", |_| true) {
-                        let _ = st.snapshot.upsert_pod(&p);
-                        if wants_scheduling(&p) {
-                            st.enqueue(key_of(&p));
-                        }
-                    }
+                    state.lock().expect("scheduler lock").rebuild(&nodes, &pods);
                     wake.notify_one();
                 }
             }

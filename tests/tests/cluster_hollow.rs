@@ -8,8 +8,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::wait_for;
 use control_plane::app::{Config, Running, start};
 use node_agent::hollow::{HollowCluster, HollowConfig};
 use serde_json::Value;
@@ -108,17 +109,6 @@ impl Drop for Env {
             }
             rt.shutdown_timeout(Duration::from_secs(2));
         }
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(150));
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Etcd, free_port};
+use common::{Etcd, free_port, wait_for};
 use serde_json::Value;
 
 const LEASE_SECONDS: u64 = 3;
@@ -54,17 +54,6 @@ fn kubectl(dir: &Path, r: &Replica, args: &[&str]) -> std::process::Output {
         .env("HOME", dir)
         .output()
         .expect("kubectl runs")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn lease(dir: &Path, r: &Replica) -> Option<Value> {

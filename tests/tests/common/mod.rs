@@ -220,3 +220,15 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
