@@ -2,6 +2,8 @@
 //! library so that `main.rs` stays thin (`anyhow` is used here as in a `main.rs`).
 //!
 //! `node-agent hollow --kubeconfig F --nodes N …` runs N hollow nodes until SIGTERM or Ctrl-C.
+//! `node-agent network --kubeconfig F --node-name N …` keeps this node's CNI configuration and
+//! its routes to the other nodes' pod CIDRs current.
 //! Usage errors (bad flags, invalid values) exit with 64.
 
 use std::path::PathBuf;
@@ -26,6 +28,30 @@ struct Args {
 enum Command {
     /// Simulate many kubelets without running containers (scale tests, like kubemark).
     Hollow(HollowArgs),
+    /// Pod network of this node: CNI configuration, plugin install, routes between nodes.
+    Network(NetworkArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct NetworkArgs {
+    /// Kubeconfig of the API server.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// This node's name (its Node object).
+    #[arg(long, env = "KEELSON_NODE_NAME")]
+    node_name: String,
+    /// The container runtime's CNI configuration directory.
+    #[arg(long, env = "KEELSON_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The container runtime's CNI binary directory.
+    #[arg(long, env = "KEELSON_CNI_BIN_DIR", default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// The `keelson` plugin binary to install into the CNI binary directory.
+    #[arg(long, env = "KEELSON_CNI_PLUGIN")]
+    plugin: Option<PathBuf>,
+    /// MTU of pod interfaces.
+    #[arg(long, env = "KEELSON_MTU")]
+    mtu: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -111,25 +137,58 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    let Command::Hollow(hollow) = args.command;
-    let cfg = match hollow.config() {
-        Ok(cfg) => cfg,
-        Err(error) => {
-            eprintln!("node-agent: {error}");
-            return ExitCode::from(USAGE);
-        }
+    let work = match args.command {
+        Command::Hollow(hollow) => match hollow.config() {
+            Ok(cfg) => Work::Hollow(cfg),
+            Err(error) => {
+                eprintln!("node-agent: {error}");
+                return ExitCode::from(USAGE);
+            }
+        },
+        Command::Network(n) => Work::Network(n),
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(run_hollow(cfg)) {
+    let result = match work {
+        Work::Hollow(cfg) => rt.block_on(run_hollow(cfg)),
+        Work::Network(n) => rt.block_on(run_network(n)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("node-agent: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+enum Work {
+    Hollow(HollowConfig),
+    Network(NetworkArgs),
+}
+
+async fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
+    let client = crate::hollow::connect(&args.kubeconfig).await.context("connect to the API server")?;
+    let cfg = crate::network::NetworkConfig {
+        cni_conf_dir: args.cni_conf_dir,
+        cni_bin_dir: args.cni_bin_dir,
+        plugin_path: args.plugin,
+        mtu: args.mtu,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        stop.cancel();
+    });
+    crate::network::run(client, &args.node_name, cfg, cancel).await.context("pod network")
 }
 
 async fn run_hollow(cfg: HollowConfig) -> anyhow::Result<()> {
@@ -176,13 +235,13 @@ mod tests {
             "zone=a,tier=b",
         ])
         .expect("valid flags");
-        let Command::Hollow(h) = args.command;
+        let Command::Hollow(h) = args.command else { panic!("hollow subcommand") };
         let cfg = h.config().expect("valid config");
         assert_eq!((cfg.nodes, cfg.renew_every, cfg.lease_seconds), (5, Duration::from_millis(200), 40));
         assert_eq!(cfg.labels.len(), 2);
         let bad = Args::try_parse_from(["node-agent", "hollow", "--kubeconfig", "/k", "--nodes", "1", "--memory", "x"])
             .expect("parses");
-        let Command::Hollow(h) = bad.command;
+        let Command::Hollow(h) = bad.command else { panic!("hollow subcommand") };
         assert!(h.config().is_err(), "invalid memory is a usage error");
     }
 }
