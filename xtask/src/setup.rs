@@ -29,6 +29,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "nftables",
     "curl",
     "ca-certificates",
+    // containerd's CRI plugin with runc, the `loopback` CNI plugin, and the busybox rootfs of locally built
+    // images (tests/tests/containerd_cri.rs).
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
 ];
 
 /// Where `setup` installs kubectl; tests find it through `KEELSON_KUBECTL`.
