@@ -1,5 +1,7 @@
-//! `cargo xtask bench api`: builds the load generator and the control plane in release mode and
-//! runs the API benchmark (control plane beside a real etcd) on this machine.
+//! `cargo xtask bench api|scheduler|cni`: builds the load generator and the control plane in release
+//! mode and runs the API benchmark (control plane beside a real etcd) or the scheduler benchmark
+//! (hollow nodes) on this machine; or builds the CNI plugin and its driver and runs the CNI latency
+//! benchmark beside the reference plugins.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +41,80 @@ pub fn api(root: &Path, quick: bool, runs: Option<u16>) -> anyhow::Result<()> {
     }
     if let Some(runs) = runs {
         bench.args(["--runs", &runs.to_string()]);
+    }
+    cmd::run(bench.current_dir(root))
+}
+
+/// Builds `bench-scheduler` and `control-plane-under-test` in release mode, then runs the
+/// scheduler benchmark (hollow nodes, scheduling throughput, RSS). Needs nothing installed
+/// beyond the toolchain. The report goes to stdout; progress to stderr.
+pub fn scheduler(root: &Path, quick: bool, runs: Option<u16>) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(
+        Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "keelson-tests",
+                "--bin",
+                "bench-scheduler",
+                "--bin",
+                "control-plane-under-test",
+            ])
+            .current_dir(root),
+    )?;
+    let release = target_dir(root).join("release");
+    let mut bench = Command::new(release.join("bench-scheduler"));
+    bench.arg("--control-plane").arg(release.join("control-plane-under-test"));
+    if quick {
+        bench.arg("--quick");
+    }
+    if let Some(runs) = runs {
+        bench.args(["--runs", &runs.to_string()]);
+    }
+    cmd::run(bench.current_dir(root))
+}
+
+/// Where Debian's `containernetworking-plugins` installs the reference plugins.
+const CNI_REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// Builds the `keelson` plugin and `bench-cni` in release mode, then runs the CNI benchmark:
+/// sequential ADD/DEL latency beside the reference `bridge` + `host-local` plugins. Needs root
+/// (it creates network namespaces) and Debian's `containernetworking-plugins`. The report goes to
+/// stdout; progress to stderr.
+pub fn cni(root: &Path, quick: bool) -> anyhow::Result<()> {
+    let reference = Path::new(CNI_REFERENCE_DIR);
+    for plugin in ["bridge", "host-local"] {
+        if !reference.join(plugin).is_file() {
+            bail!(
+                "{}/{plugin} is missing (Debian package containernetworking-plugins; `cargo xtask setup` installs it)",
+                reference.display()
+            );
+        }
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(
+        Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "cni-plugin",
+                "--bin",
+                "keelson",
+                "-p",
+                "keelson-tests",
+                "--bin",
+                "bench-cni",
+            ])
+            .current_dir(root),
+    )?;
+    let release = target_dir(root).join("release");
+    let mut bench = Command::new(release.join("bench-cni"));
+    bench.arg("--keelson").arg(release.join("keelson")).arg("--reference-dir").arg(reference);
+    if quick {
+        bench.arg("--quick");
     }
     cmd::run(bench.current_dir(root))
 }

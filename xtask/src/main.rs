@@ -70,6 +70,21 @@ enum Bench {
         #[arg(long)]
         runs: Option<u16>,
     },
+    /// Scheduling throughput on 1 000 and 5 000 hollow nodes beside Kubernetes' scheduler_perf, and RSS.
+    Scheduler {
+        /// Small shapes and one run, for development (a minute or two).
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of every trial (default 3, or 1 with --quick).
+        #[arg(long)]
+        runs: Option<u16>,
+    },
+    /// CNI ADD/DEL latency p50/p99 of `keelson` beside the reference bridge + host-local plugins (root).
+    Cni {
+        /// 50 pods per round and 2 rounds, for development (under a minute).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +122,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Down { data_dir } => cluster::down(&data_dir.path),
         Command::GenProto => protogen::run(&root),
         Command::Bench { which: Bench::Api { quick, runs } } => bench::api(&root, quick, runs),
+        Command::Bench { which: Bench::Scheduler { quick, runs } } => bench::scheduler(&root, quick, runs),
+        Command::Bench { which: Bench::Cni { quick } } => bench::cni(&root, quick),
     }
 }
 

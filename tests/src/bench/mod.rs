@@ -153,7 +153,10 @@ pub struct EtcdResults {
 #[derive(Debug, Default)]
 pub struct ApiResults {
     pub create: Levels,
+    /// Updates while the watchers are open.
     pub update: Levels,
+    /// Updates with no watch open.
+    pub update_unwatched: Levels,
     pub get: Levels,
     pub list_full: Levels,
     pub list_page: Levels,
@@ -354,6 +357,11 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
                     delivery.notes.join("; ")
                 ));
             }
+            // The same updates with no watch open, to show what the fan-out costs the writers.
+            let (phase, updated) =
+                keelson::update(&cp.target, NAMESPACE, clients, pods, plan.updates, plan.deadline()).await?;
+            record(&mut api.update_unwatched, failures, "update unwatched", clients, &phase);
+            pods = updated.pods;
         }
     }
     if pods.len() != stored {

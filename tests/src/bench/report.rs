@@ -102,7 +102,8 @@ pub fn render(results: &Results) -> String {
         "== Keelson API: Pods in one namespace, JSON, HTTP/2 over TLS, one connection per client ==\n\
          server: API only ({}): the API server and the store, no controllers or scheduler.\n\
          create/update 'vs etcd' = rate / etcd put rate at the same clients; get 'vs etcd' = rate / etcd get rate.\n\
-         update = PUT conditional on the last resourceVersion, each client on its own pods; {} watches open meanwhile.\n\
+         update = PUT conditional on the last resourceVersion, each client on its own pods, with {} watches open \
+         on the namespace; 'update, no watch' = the same with none open.\n\
          one stored pod is {} bytes of JSON; reads run over {} stored pods.",
         super::API_ONLY.join(" "),
         plan.watchers,
@@ -115,6 +116,7 @@ pub fn render(results: &Results) -> String {
     for (op, levels, base) in [
         ("create", &api.create, &etcd_put as &dyn Fn(usize) -> Option<f64>),
         ("update", &api.update, &etcd_put),
+        ("update, no watch", &api.update_unwatched, &etcd_put),
         ("get", &api.get, &etcd_get),
     ] {
         for &clients in &plan.levels {
