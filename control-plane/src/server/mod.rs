@@ -192,13 +192,19 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
     api.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let resp = match route(&api, req).await {
+    let version = req.version();
+    let mut resp = match route(&api, req).await {
         Ok(r) => r,
         Err(e) => {
             api.metrics.errors.fetch_add(1, Ordering::Relaxed);
             error_response(&e)
         }
     };
+    // A body refused for its size was not read to the end, so this HTTP/1 connection cannot carry
+    // another request: say so, or the client may reuse it and fail.
+    if resp.status() == http::StatusCode::PAYLOAD_TOO_LARGE && version < http::Version::HTTP_2 {
+        resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     debug!(%method, %path, status = resp.status().as_u16(), "request");
     Ok(resp)
 }
