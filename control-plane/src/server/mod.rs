@@ -4,6 +4,7 @@
 mod allocation;
 mod discovery;
 pub mod errors;
+pub mod event_cache;
 mod fields;
 pub mod internal;
 pub mod namespaces;
@@ -48,11 +49,20 @@ pub struct Api {
     pub advertise: SocketAddr,
     /// The `Arc` this state lives in, for background work started by a request.
     pub me: std::sync::OnceLock<std::sync::Weak<Api>>,
+    /// Recent store events, decoded once for all watchers and informers.
+    pub events: event_cache::EventCache,
 }
 
 impl Api {
     pub fn new(store: AnyStore, admin_token: String, advertise: SocketAddr) -> Arc<Api> {
-        let api = Arc::new(Api { store, admin_token, metrics: Metrics::default(), advertise, me: Default::default() });
+        let api = Arc::new(Api {
+            store,
+            admin_token,
+            metrics: Metrics::default(),
+            advertise,
+            me: Default::default(),
+            events: Default::default(),
+        });
         let _ = api.me.set(Arc::downgrade(&api));
         api
     }

@@ -41,11 +41,71 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
 
 /// Serializes an object for storage: without `resourceVersion`, which is the store's mod revision.
 pub fn encode(obj: &Value) -> Vec<u8> {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    serde_json::to_vec(&WithoutResourceVersion(obj)).expect("json serializes")
+}
+
+/// Serializes an object as it is, except `metadata.resourceVersion`, without copying it.
+struct WithoutResourceVersion<'a>(&'a Value);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let Some(map) = self.0.as_object() else { return self.0.serialize(serializer) };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for (k, v) in map {
+            match (k.as_str(), v.as_object()) {
+                ("metadata", Some(meta)) => {
+                    out.serialize_entry(k, &MetadataWithoutResourceVersion(meta))?;
+                }
+                _ => out.serialize_entry(k, v)?,
+            }
+        }
+        out.end()
     }
-    serde_json::to_vec(&o).expect("json serializes")
+}
+
+struct MetadataWithoutResourceVersion<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for MetadataWithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let fields = self.0.iter().filter(|(k, _)| k.as_str() != "resourceVersion");
+        let mut out = serializer.serialize_map(None)?;
+        for (k, v) in fields {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
+}
+
+/// Whether two objects are equal apart from `metadata.resourceVersion` (a no-op write).
+pub fn same_but_resource_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().all(|(k, va)| {
+        let Some(vb) = b.get(k) else { return false };
+        match (k.as_str(), va.as_object(), vb.as_object()) {
+            ("metadata", Some(ma), Some(mb)) => {
+                let fields =
+                    |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| k.as_str() != "resourceVersion").count();
+                fields(ma) == fields(mb)
+                    && ma.iter().filter(|(k, _)| k.as_str() != "resourceVersion").all(|(k, v)| mb.get(k) == Some(v))
+            }
+            _ => va == vb,
+        }
+    })
+}
+
+/// Whether two objects differ outside `metadata`, `status`, `apiVersion` and `kind`: what a
+/// generation bump looks at.
+pub fn spec_differs(a: &Value, b: &Value) -> bool {
+    const OUTSIDE: [&str; 4] = ["metadata", "status", "apiVersion", "kind"];
+    let empty = Map::new();
+    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let spec = |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| !OUTSIDE.contains(&k.as_str())).count();
+    spec(a) != spec(b) || a.iter().filter(|(k, _)| !OUTSIDE.contains(&k.as_str())).any(|(k, v)| b.get(k) != Some(v))
 }
 
 /// Parses a stored object and stamps its `resourceVersion`.
@@ -95,14 +155,43 @@ pub fn random_suffix() -> String {
     (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }
 
-/// Everything but `metadata` and `status`: what a generation bump looks at.
-pub fn spec_part(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_bytes_leave_out_the_resource_version_only() {
+        let obj =
+            json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7", "uid": "u"}, "spec": {"x": 1}});
+        let stored: Value = serde_json::from_slice(&encode(&obj)).expect("json");
+        assert_eq!(stored, json!({"kind": "Pod", "metadata": {"name": "a", "uid": "u"}, "spec": {"x": 1}}));
+        let order: Vec<&String> = stored.as_object().expect("object").keys().collect();
+        assert_eq!(order, ["kind", "metadata", "spec"], "field order is kept");
     }
-    o
+
+    #[test]
+    fn a_write_that_changes_only_the_resource_version_is_a_no_op() {
+        let a = json!({"metadata": {"name": "a", "resourceVersion": "1"}, "spec": {"x": 1}});
+        let b = json!({"metadata": {"resourceVersion": "2", "name": "a"}, "spec": {"x": 1}});
+        assert!(same_but_resource_version(&a, &b));
+        let c = json!({"metadata": {"name": "a"}, "spec": {"x": 1}});
+        assert!(same_but_resource_version(&a, &c), "a missing resourceVersion is no change either");
+        let d = json!({"metadata": {"name": "a", "labels": {"l": "v"}}, "spec": {"x": 1}});
+        assert!(!same_but_resource_version(&a, &d));
+        let e = json!({"metadata": {"name": "a"}, "spec": {"x": 2}});
+        assert!(!same_but_resource_version(&a, &e));
+        let f = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {}});
+        assert!(!same_but_resource_version(&a, &f), "an added field is a change");
+    }
+
+    #[test]
+    fn generation_looks_at_everything_but_metadata_and_status() {
+        let a = json!({"kind": "Deployment", "metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {}});
+        let b = json!({"metadata": {"generation": 2, "labels": {}}, "spec": {"replicas": 1}, "status": {"x": 1}});
+        assert!(!spec_differs(&a, &b));
+        let c = json!({"metadata": {}, "spec": {"replicas": 2}});
+        assert!(spec_differs(&a, &c));
+        let d = json!({"metadata": {}, "spec": {"replicas": 1}, "data": {}});
+        assert!(spec_differs(&a, &d), "a new top-level field counts");
+    }
 }

@@ -474,7 +474,7 @@ fn merge_part(res: &Resource, part: Part, old: &Value, new: Value) -> Value {
         }
     };
     // System-owned metadata never changes through an update.
-    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let old_meta = old.get("metadata");
     let meta = meta_mut(&mut out);
     for f in [
         "uid",
@@ -485,7 +485,7 @@ fn merge_part(res: &Resource, part: Part, old: &Value, new: Value) -> Value {
         "namespace",
         "name",
     ] {
-        match old_meta.get(f) {
+        match old_meta.and_then(|m| m.get(f)) {
             Some(v) => {
                 meta.insert(f.into(), v.clone());
             }
@@ -580,16 +580,12 @@ fn finish_update(res: &Resource, part: Part, cur: &Value, new: Value) -> ApiResu
         res.strategy.prepare_update(&mut new, cur);
     }
     res.strategy.default(&mut new);
-    if part == Part::Main && res.strategy.tracks_generation() && object::spec_part(&new) != object::spec_part(cur) {
+    if part == Part::Main && res.strategy.tracks_generation() && object::spec_differs(&new, cur) {
         let g = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
     // A no-op write does not bump the resourceVersion.
-    let mut cmp_new = new.clone();
-    let mut cmp_cur = cur.clone();
-    meta_mut(&mut cmp_new).remove("resourceVersion");
-    meta_mut(&mut cmp_cur).remove("resourceVersion");
-    if cmp_new == cmp_cur {
+    if object::same_but_resource_version(&new, cur) {
         return Ok(Outcome::Unchanged(cur.clone()));
     }
     // Server-internal writes (binding) change what clients may not, by design.

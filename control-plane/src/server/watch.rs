@@ -15,12 +15,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::errors::{ApiError, ApiResult};
+use super::event_cache::{Decoded, EventType, Wire};
 use super::negotiate::{self, Output};
 use super::object;
 use super::rest::{Filter, list_items};
 use super::{Api, Body, Call, ResourceRequest, table};
 use crate::registry::Resource;
-use crate::storage::{EventKind, StoreError};
+use crate::storage::{Event, EventKind, KeyValue, StoreError};
 
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(20);
@@ -35,9 +36,41 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn event(&mut self, kind: &str, obj: &Value) -> Bytes {
-        let object = match (self.output, kind) {
-            (Output::Table, "ADDED" | "MODIFIED" | "DELETED") => {
+    /// The watch line of one stored value as an event of type `kind`. JSON and protobuf lines
+    /// are shared with every other watcher of the same event; Tables and metadata-only objects
+    /// depend on this watcher's request and are made here.
+    fn event(&mut self, kind: EventType, entry: &Decoded, kv: &KeyValue) -> Option<Bytes> {
+        let wire = match self.output {
+            Output::Table | Output::PartialMetadata => None,
+            Output::Protobuf => Some(Wire::Protobuf),
+            Output::Json | Output::Yaml => Some(Wire::Json),
+        };
+        match wire {
+            Some(wire) => entry.line(wire, kind, || Some(self.frame(kind.as_str(), entry.object(kv)?))),
+            None => {
+                let obj = entry.object(kv)?;
+                let object = if self.output == Output::Table {
+                    let t = table::table(
+                        self.res,
+                        std::slice::from_ref(&**obj),
+                        json!({"resourceVersion": object::meta_str(obj, "resourceVersion")}),
+                        &self.query,
+                        self.first,
+                    );
+                    self.first = false;
+                    t
+                } else {
+                    table::partial_object(obj)
+                };
+                Some(self.frame(kind.as_str(), &object))
+            }
+        }
+    }
+
+    /// An initial ADDED event for an object read by the list.
+    fn added(&mut self, obj: &Value) -> Bytes {
+        let object = match self.output {
+            Output::Table => {
                 let t = table::table(
                     self.res,
                     std::slice::from_ref(obj),
@@ -48,10 +81,10 @@ impl Encoder {
                 self.first = false;
                 t
             }
-            (Output::PartialMetadata, "ADDED" | "MODIFIED" | "DELETED") => table::partial_object(obj),
-            _ => obj.clone(),
+            Output::PartialMetadata => table::partial_object(obj),
+            _ => return self.frame("ADDED", obj),
         };
-        self.frame(kind, &object)
+        self.frame("ADDED", &object)
     }
 
     /// One event on the wire: a JSON line, or a length-prefixed protobuf WatchEvent.
@@ -128,6 +161,7 @@ pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResu
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut enc = Encoder { res, output, query: call.query.clone(), first: true };
     let watch = api.store.watch(&prefix, start_rev).await;
+    let shared = api.clone();
     tokio::spawn(async move {
         let mut events = match watch {
             Ok(w) => w,
@@ -137,7 +171,7 @@ pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResu
             }
         };
         for obj in &initial {
-            if tx.send(enc.event("ADDED", obj)).await.is_err() {
+            if tx.send(enc.added(obj)).await.is_err() {
                 return;
             }
         }
@@ -163,7 +197,7 @@ pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResu
                         }
                     };
                     last_rev = ev.kv.mod_revision;
-                    let Some(line) = translate(&mut enc, &filter, &ev) else { continue };
+                    let Some(line) = translate(&mut enc, &filter, &shared, &ev) else { continue };
                     if tx.send(line).await.is_err() {
                         return;
                     }
@@ -194,32 +228,37 @@ pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResu
 }
 
 /// Turns a store event into a watch event for this watcher, or nothing when neither the old nor
-/// the new object is selected.
-fn translate(enc: &mut Encoder, filter: &Filter, ev: &crate::storage::Event) -> Option<Bytes> {
+/// the new object is selected. Objects are decoded through the shared event cache, and not at
+/// all to decide the event type when the watch has no selector.
+fn translate(enc: &mut Encoder, filter: &Filter, api: &Api, ev: &Event) -> Option<Bytes> {
     let res = enc.res;
-    let matches = |kv: &crate::storage::KeyValue| -> Option<(Value, bool)> {
-        let obj = object::decode(kv).ok()?;
-        let m = filter.matches(res, &obj).unwrap_or(false);
-        Some((obj, m))
+    let entry = api.events.get(&ev.kv);
+    let selected = |entry: &Decoded, kv: &KeyValue| -> Option<bool> {
+        if filter.is_empty() {
+            return Some(true);
+        }
+        Some(filter.matches(res, entry.object(kv)?).unwrap_or(false))
     };
     match ev.kind {
         EventKind::Put => {
-            let (new, new_m) = matches(&ev.kv)?;
+            let new_m = selected(&entry, &ev.kv)?;
             let old_m = match &ev.prev {
-                Some(p) => matches(p).map(|(_, m)| m).unwrap_or(false),
+                Some(p) => selected(&api.events.get(p), p).unwrap_or(false),
                 None => false,
             };
-            match (ev.prev.is_some(), old_m, new_m) {
-                (false, _, true) => Some(enc.event("ADDED", &new)),
-                (true, true, true) => Some(enc.event("MODIFIED", &new)),
-                (true, false, true) => Some(enc.event("ADDED", &new)),
-                (true, true, false) => Some(enc.event("DELETED", &new)),
-                _ => None,
-            }
+            let kind = match (ev.prev.is_some(), old_m, new_m) {
+                (false, _, true) | (true, false, true) => EventType::Added,
+                (true, true, true) => EventType::Modified,
+                (true, true, false) => EventType::Deleted,
+                _ => return None,
+            };
+            enc.event(kind, &entry, &ev.kv)
         }
         EventKind::Delete => {
-            let (old, m) = matches(&ev.kv)?;
-            m.then(|| enc.event("DELETED", &old))
+            if !selected(&entry, &ev.kv)? {
+                return None;
+            }
+            enc.event(EventType::Deleted, &entry, &ev.kv)
         }
     }
 }

@@ -27,13 +27,13 @@
 //! group commit does 7.9k / 37k / 150k writes/s at 1 / 10 / 100 in flight, more than etcd on the
 //! same disk, with no extra process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self as std_mpsc, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -123,6 +123,11 @@ struct Shared {
     read_slots: Semaphore,
     current: AtomicI64,
     compacted: AtomicI64,
+    /// The latest value of every live key, kept by the writer: reads of the latest value are
+    /// answered from memory. A read connection's page cache is discarded whenever another
+    /// connection has written, so under a write load every SQLite point read went to the file
+    /// (the read in each update was 14 % of the server's CPU).
+    latest: RwLock<HashMap<String, Arc<KeyValue>>>,
 }
 
 enum WriteOp {
@@ -169,6 +174,17 @@ impl SqliteStore {
             (meta("rev")?, meta("compacted")?, meta("compact_done")?);
         let max_log: Revision = conn.query_row("SELECT COALESCE(MAX(rev), 0) FROM log", [], |row| row.get(0))?;
         rev = rev.max(max_log);
+        let mut live = HashMap::new();
+        {
+            let mut stmt = conn.prepare(
+                "SELECT k.key, l.value, k.create_rev, k.mod_rev FROM kv AS k CROSS JOIN log AS l ON l.rev = k.mod_rev",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let kv = kv_from_row(row)?;
+                live.insert(kv.key.clone(), Arc::new(kv));
+            }
+        }
 
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -176,6 +192,7 @@ impl SqliteStore {
             read_slots: Semaphore::new(READ_CONNECTIONS),
             current: AtomicI64::new(rev),
             compacted: AtomicI64::new(compacted),
+            latest: RwLock::new(live),
         });
         let (events, _) = broadcast::channel(LIVE_EVENTS);
         let (commands, queue) = std_mpsc::channel();
@@ -230,6 +247,11 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn get(&self, key: &str, revision: Revision) -> BoxFuture<'_, StoreResult<Option<KeyValue>>> {
+        if revision == 0 {
+            let latest = self.shared.latest.read().unwrap_or_else(PoisonError::into_inner);
+            let found = latest.get(key).map(|kv| (**kv).clone());
+            return Box::pin(std::future::ready(Ok(found)));
+        }
         let key = key.to_string();
         Box::pin(read(&self.shared, move |conn| {
             let tx = conn.transaction()?;
@@ -751,6 +773,16 @@ impl Writer {
         match self.apply_all(ops) {
             Ok((outcomes, rev)) => {
                 self.rev = rev;
+                {
+                    // Before any reply: a client that saw its write acknowledged reads it back.
+                    let mut latest = self.shared.latest.write().unwrap_or_else(PoisonError::into_inner);
+                    for (_, event) in outcomes.iter().flatten() {
+                        match event.kind {
+                            EventKind::Put => latest.insert(event.kv.key.clone(), Arc::new(event.kv.clone())),
+                            EventKind::Delete => latest.remove(&event.kv.key),
+                        };
+                    }
+                }
                 self.shared.current.store(rev, Ordering::SeqCst);
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     let answer = outcome.map(|(kv, event)| {
@@ -1018,6 +1050,7 @@ mod tests {
             read_slots: Semaphore::new(1),
             current: AtomicI64::new(0),
             compacted: AtomicI64::new(0),
+            latest: RwLock::default(),
         });
         let (events, mut published) = broadcast::channel(16);
         let conn = open_writer(&path).expect("open writer");
@@ -1322,7 +1355,15 @@ mod tests {
         let all = store.range(RangeRequest::prefix("/o/")).await.expect("range");
         assert_eq!(all.kvs.len(), 9);
         assert_eq!(all.kvs[3], KeyValue { key: "/o/3".into(), value: vec![3], create_revision: 4, mod_revision: 4 });
+        // Latest reads come from the in-memory copy, which a reopen rebuilds from the file.
+        assert_eq!(store.get("/o/3", 0).await.expect("get"), Some(all.kvs[3].clone()));
+        assert_eq!(store.get("/o/9", 0).await.expect("get"), None, "the deleted key stays deleted");
         assert_eq!(store.create("/o/new", vec![]).await.expect("create").mod_revision, 12);
+        store.update("/o/3", vec![33], 4).await.expect("update");
+        let got = store.get("/o/3", 0).await.expect("get").expect("present");
+        assert_eq!((got.value, got.create_revision, got.mod_revision), (vec![33], 4, 13));
+        store.delete("/o/3", 0).await.expect("delete");
+        assert_eq!(store.get("/o/3", 0).await.expect("get"), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
