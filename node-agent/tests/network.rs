@@ -20,12 +20,18 @@ use node_agent::network::routes::{KEELSON_PROTO, POD_ROUTE_METRIC, UNREACHABLE_M
 use node_agent::network::{NetlinkRouteTable, RouteChanges, peers_from_nodes, reconcile};
 
 const NODES: [&str; 3] = ["a", "b", "c"];
-const PLUGIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/keelson");
 
 /// The plugin binary: `KEELSON_PLUGIN` if set (a missing path selects the hand-made pods), else the
 /// workspace's debug build.
 fn plugin() -> PathBuf {
-    std::env::var_os("KEELSON_PLUGIN").map_or_else(|| PathBuf::from(PLUGIN), PathBuf::from)
+    std::env::var_os("KEELSON_PLUGIN").map_or_else(
+        || {
+            // Built by `cargo test --workspace` in this test's target directory and profile.
+            let exe = std::env::current_exe().expect("test executable");
+            exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join("keelson")
+        },
+        PathBuf::from,
+    )
 }
 
 fn underlay(i: usize) -> Ipv4Addr {

@@ -29,7 +29,12 @@ use k8s_cri::v1::{
 use tonic::transport::{Channel, Endpoint};
 
 /// The plugin binary built by `cargo build -p cni-plugin`.
-const KEELSON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/keelson");
+/// The `keelson` plugin that `cargo test --workspace` built beside this test: the same target
+/// directory and profile, wherever `CARGO_TARGET_DIR` puts them.
+fn keelson_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join("keelson")
+}
 /// containernetworking-plugins' loopback plugin, which containerd's CRI runs for every sandbox.
 const LOOPBACK: &str = "/usr/lib/cni/loopback";
 const POD_CIDR: &str = "10.244.240.0/24";
@@ -335,9 +340,11 @@ fn in_pod_cidr(address: Ipv4Addr) -> bool {
 
 #[test]
 fn cri_sandbox_gets_its_address_from_keelson_and_is_reachable() {
+    let keelson = keelson_binary();
     assert!(
-        Path::new(KEELSON).exists(),
-        "{KEELSON} is missing: run `cargo build -p cni-plugin` first (cargo test --workspace builds it)"
+        keelson.exists(),
+        "{} is missing: run `cargo build -p cni-plugin` first (cargo test --workspace builds it)",
+        keelson.display()
     );
     assert!(
         Path::new(LOOPBACK).exists(),
@@ -350,7 +357,7 @@ fn cri_sandbox_gets_its_address_from_keelson_and_is_reachable() {
     let data_dir = dir.path().join("keelson-ipam");
     std::fs::create_dir_all(&cni_bin).expect("create CNI bin dir");
     std::fs::create_dir_all(&cni_conf).expect("create CNI conf dir");
-    std::os::unix::fs::symlink(KEELSON, cni_bin.join("keelson")).expect("link keelson into the CNI bin dir");
+    std::os::unix::fs::symlink(&keelson, cni_bin.join("keelson")).expect("link keelson into the CNI bin dir");
     std::os::unix::fs::symlink(LOOPBACK, cni_bin.join("loopback")).expect("link loopback into the CNI bin dir");
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0",

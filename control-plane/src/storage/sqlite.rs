@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self as std_mpsc, TryRecvError};
@@ -168,6 +169,7 @@ impl SqliteStore {
             std::fs::TryLockError::Error(error) => io_error("lock", &lock_path, error),
         })?;
 
+        preallocate_wal(path)?;
         let conn = open_writer(path)?;
         let meta = |name: &str| conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| row.get(0));
         let (mut rev, compacted, compact_done): (Revision, Revision, Revision) =
@@ -369,6 +371,36 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Gives a new WAL file its full size, written, before SQLite opens it. Commits then overwrite
+/// blocks the file already has, and each commit's fdatasync flushes data only; appending also
+/// made it commit the file's new size to the journal, which doubled its latency on this disk
+/// (`dd oflag=dsync`: 239 µs per 4 KiB append, 110 µs per overwrite). SQLite reads a WAL whose
+/// header is not valid (zeros) as empty. A WAL with content (after a crash) is never touched.
+fn preallocate_wal(path: &Path) -> StoreResult<()> {
+    let wal = sibling(path, "-wal");
+    match fs::metadata(&wal) {
+        Ok(meta) if meta.len() > 0 => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("inspect", &wal, e)),
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&wal)
+        .map_err(|e| io_error("create", &wal, e))?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(WAL_SIZE_LIMIT as usize).div_ceil(zeros.len()) {
+        file.write_all(&zeros).map_err(|e| io_error("write", &wal, e))?;
+    }
+    file.sync_all().map_err(|e| io_error("sync", &wal, e))?;
+    if let Some(dir) = wal.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync", dir, e))?;
+    }
+    Ok(())
 }
 
 fn open_writer(path: &Path) -> StoreResult<Connection> {
