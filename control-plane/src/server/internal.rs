@@ -55,7 +55,7 @@ impl Client {
     }
 
     pub async fn get(&self, res: &Resource, namespace: &str, name: &str) -> ApiResult<Value> {
-        rest::read(&self.api, res, namespace, name).await.map(|(v, _)| v)
+        rest::read(&self.api, res, namespace, name).await.map(|(v, _)| Arc::unwrap_or_clone(v))
     }
 
     /// Every object of `res` in `namespace` (all namespaces when empty), and the list's revision.

@@ -84,11 +84,17 @@ fn success_status(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
-pub(super) async fn read(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Value, i64)> {
+/// The current object and its revision. The decoded object is shared through the event cache: a
+/// value that a watcher or informer has already parsed is not parsed again.
+pub(super) async fn read(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Arc<Value>, i64)> {
     let key = res.key(namespace, name);
     let kv = api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, res, name))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(res, name))?;
-    Ok((object::decode(&kv)?, kv.mod_revision))
+    match api.events.object(&kv) {
+        Some(obj) => Ok((obj, kv.mod_revision)),
+        // Not decodable: decode again for the error that says why.
+        None => Err(object::decode(&kv).err().unwrap_or_else(|| ApiError::internal(format!("{key} is corrupt")))),
+    }
 }
 
 async fn get(api: &Api, rr: &ResourceRequest, name: &str, call: &Call) -> ApiResult<Response<Body>> {
@@ -811,7 +817,7 @@ pub(super) async fn delete_object(
         if let Some(why) = res.strategy.forbid_delete(&cur) {
             return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: {why}", res.qualified())));
         }
-        let mut new = cur.clone();
+        let mut new = (*cur).clone();
         let mut fins = object::finalizers(&cur);
         match opts.propagation.as_deref() {
             Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
@@ -825,14 +831,14 @@ pub(super) async fn delete_object(
         let delete_now = fins.is_empty() && grace == 0 && !res.strategy.holds_deletion(&cur);
         if delete_now {
             if opts.dry {
-                return Ok(cur);
+                return Ok(Arc::unwrap_or_clone(cur));
             }
             match api.store.delete(&key, rev).await {
                 Ok(_) => {
                     if allocation::applies(res) {
                         allocation::release_unused(api, &cur, None).await;
                     }
-                    return Ok(cur);
+                    return Ok(Arc::unwrap_or_clone(cur));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(res, name)),
@@ -854,8 +860,8 @@ pub(super) async fn delete_object(
             meta.insert("finalizers".into(), json!(fins));
         }
         res.strategy.prepare_delete(&mut new);
-        if new == cur {
-            return Ok(cur);
+        if new == *cur {
+            return Ok(Arc::unwrap_or_clone(cur));
         }
         if opts.dry {
             return Ok(new);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use http::{Response, header};
 use http_body_util::{BodyExt, StreamBody};
@@ -25,6 +25,8 @@ use crate::storage::{Event, EventKind, KeyValue, StoreError};
 
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(20);
+/// Queued events sent together stop being gathered at this size.
+const CHUNK_BYTES: usize = 64 << 10;
 /// Longest watch when the client gives no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -185,20 +187,37 @@ pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResu
             tokio::select! {
                 ev = events.recv() => {
                     let Some(ev) = ev else { return };
-                    let ev = match ev {
-                        Ok(ev) => ev,
-                        Err(e) => {
-                            let e = match e {
-                                StoreError::Compacted { .. } => ApiError::gone(format!("too old resource version: {last_rev}")),
-                                e => ApiError::from_store(e, res, ""),
-                            };
-                            let _ = tx.send(error_event(&e)).await;
-                            return;
+                    // Under load events queue up: everything already waiting goes out as one
+                    // chunk, one HTTP/2 frame and TLS record instead of one per event.
+                    let mut chunk = BytesMut::new();
+                    let mut failed = None;
+                    let mut next = Some(ev);
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            Ok(ev) => {
+                                last_rev = ev.kv.mod_revision;
+                                if let Some(line) = translate(&mut enc, &filter, &shared, &ev) {
+                                    chunk.extend_from_slice(&line);
+                                }
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
                         }
-                    };
-                    last_rev = ev.kv.mod_revision;
-                    let Some(line) = translate(&mut enc, &filter, &shared, &ev) else { continue };
-                    if tx.send(line).await.is_err() {
+                        if chunk.len() < CHUNK_BYTES {
+                            next = events.try_recv().ok();
+                        }
+                    }
+                    if !chunk.is_empty() && tx.send(chunk.freeze()).await.is_err() {
+                        return;
+                    }
+                    if let Some(e) = failed {
+                        let e = match e {
+                            StoreError::Compacted { .. } => ApiError::gone(format!("too old resource version: {last_rev}")),
+                            e => ApiError::from_store(e, res, ""),
+                        };
+                        let _ = tx.send(error_event(&e)).await;
                         return;
                     }
                 }
