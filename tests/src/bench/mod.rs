@@ -326,12 +326,7 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
     let (phase, mut pods) =
         keelson::create(&cp.target, NAMESPACE, clients, names(plan.stored_pods), plan.deadline()).await?;
     if phase.errors > 0 || pods.len() != plan.stored_pods {
-        bail!(
-            "storing pods created {} of {}: {}",
-            pods.len(),
-            plan.stored_pods,
-            phase.first_error.unwrap_or_default()
-        );
+        bail!("storing pods created {} of {}: {}", pods.len(), plan.stored_pods, phase.first_error.unwrap_or_default());
     }
     let stored = pods.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
