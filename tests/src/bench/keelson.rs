@@ -187,6 +187,36 @@ pub async fn create(
     Ok((phase, created.into_iter().flatten().collect()))
 }
 
+/// `clients` clients delete the Pods `names` (unbound Pods go at once, without a grace period).
+pub async fn delete(
+    target: &Target,
+    namespace: &str,
+    clients: usize,
+    names: Vec<String>,
+    deadline: Instant,
+) -> anyhow::Result<Phase> {
+    let conns = connect(target, clients).await?;
+    let names = Arc::new(names);
+    let base = Arc::new(format!("/api/v1/namespaces/{namespace}/pods"));
+    let (phase, _) = run_clients(conns, |i, mut conn| {
+        let (names, base) = (names.clone(), base.clone());
+        async move {
+            let mut phase = Phase::default();
+            for name in names.iter().skip(i).step_by(clients) {
+                if Instant::now() > deadline {
+                    phase.capped = true;
+                    break;
+                }
+                let path = format!("{base}/{name}");
+                timed(&mut conn, &mut phase, Method::DELETE, &path, None, StatusCode::OK).await;
+            }
+            (phase, ())
+        }
+    })
+    .await?;
+    Ok(phase)
+}
+
 /// What an update run returns: the Pods with their new resource versions and, for every
 /// acknowledged write, its resource version and when the acknowledgement arrived.
 pub struct Updated {

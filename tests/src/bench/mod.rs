@@ -313,16 +313,24 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
         next += n;
         out
     };
+    let mut timed_names = Vec::new();
     for _ in 0..plan.runs {
         for &clients in &plan.levels {
-            let (phase, _) =
-                keelson::create(&cp.target, CREATE_NAMESPACE, clients, names(plan.creates), plan.deadline()).await?;
+            let batch = names(plan.creates);
+            timed_names.extend(batch.iter().cloned());
+            let (phase, _) = keelson::create(&cp.target, CREATE_NAMESPACE, clients, batch, plan.deadline()).await?;
             record(&mut api.create, failures, "create", clients, &phase);
         }
     }
+    // Gone again, so that the reads and the RSS figures are about `stored_pods` Pods.
+    progress(format!("deleting the {} created pods (not timed)", timed_names.len()));
+    let clients = *plan.levels.last().expect("levels");
+    let phase = keelson::delete(&cp.target, CREATE_NAMESPACE, clients, timed_names, plan.deadline()).await?;
+    if phase.errors > 0 {
+        bail!("deleting the created pods: {}", phase.first_error.unwrap_or_default());
+    }
     // The Pods the read phases run over.
     progress(format!("storing {} pods (not timed)", plan.stored_pods));
-    let clients = *plan.levels.last().expect("levels");
     let (phase, mut pods) =
         keelson::create(&cp.target, NAMESPACE, clients, names(plan.stored_pods), plan.deadline()).await?;
     if phase.errors > 0 || pods.len() != plan.stored_pods {
