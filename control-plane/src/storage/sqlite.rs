@@ -137,6 +137,14 @@ enum WriteOp {
     Delete { key: String, expected: Revision },
 }
 
+impl WriteOp {
+    fn key(&self) -> &str {
+        match self {
+            WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
+        }
+    }
+}
+
 struct PendingWrite {
     op: WriteOp,
     reply: oneshot::Sender<StoreResult<KeyValue>>,
@@ -839,7 +847,25 @@ impl Writer {
         let start = self.rev;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut rev = start;
-        let outcomes = ops.into_iter().map(|op| apply(&tx, op, &mut rev)).collect::<rusqlite::Result<Vec<_>>>()?;
+        // Conditions are checked against the in-memory latest values (no SELECT per write), with
+        // the changes of this batch laid over them until the commit publishes them.
+        let latest = self.shared.latest.read().unwrap_or_else(PoisonError::into_inner);
+        let mut batch: HashMap<String, Option<KeyValue>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let key = op.key();
+            let current = match batch.get(key) {
+                Some(changed) => changed.clone(),
+                None => latest.get(key).map(|kv| (**kv).clone()),
+            };
+            let outcome = apply(&tx, op, current, &mut rev)?;
+            if let Ok((_, event)) = &outcome {
+                let after = (event.kind == EventKind::Put).then(|| event.kv.clone());
+                batch.insert(event.kv.key.clone(), after);
+            }
+            outcomes.push(outcome);
+        }
+        drop(latest);
         if rev == start {
             tx.rollback()?;
         } else {
@@ -970,11 +996,13 @@ impl Writer {
 
 /// Applies one write inside the batch's transaction. The outer error aborts the whole
 /// transaction; the inner one is this request's answer (its condition failed, nothing written).
-fn apply(tx: &Transaction<'_>, op: WriteOp, rev: &mut Revision) -> rusqlite::Result<Outcome> {
-    let key = match &op {
-        WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
-    };
-    let current = latest(tx, key)?;
+/// `current`: the key's latest value as the batch has left it so far.
+fn apply(
+    tx: &Transaction<'_>,
+    op: WriteOp,
+    current: Option<KeyValue>,
+    rev: &mut Revision,
+) -> rusqlite::Result<Outcome> {
     let log = |rev: Revision, key: &str, value: Option<&[u8]>, create: Revision, prev: Revision, kind: i64| {
         tx.prepare_cached(
             "INSERT INTO log (rev, key, value, create_rev, prev_rev, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1108,6 +1136,7 @@ mod tests {
         let count = |sql: &str| writer.conn.query_row(sql, [], |row| row.get::<_, i64>(0)).expect("count");
         assert_eq!(count("SELECT COUNT(*) FROM kv"), 0, "nothing half-written");
         assert_eq!(count("SELECT value FROM meta WHERE name = 'rev'"), 0);
+        assert!(writer.shared.latest.read().expect("map").is_empty(), "nor kept in memory");
 
         writer.conn.execute("DELETE FROM log WHERE rev = 2", []).expect("remove the row");
         let (writes, answers) = batch(&["/a", "/a", "/b"]);
@@ -1120,6 +1149,35 @@ mod tests {
         assert_eq!((writer.rev, writer.shared.current.load(Ordering::SeqCst)), (2, 2));
         assert_eq!(published.try_recv().expect("event").kv.mod_revision, 1);
         assert_eq!(published.try_recv().expect("event").kv.mod_revision, 2);
+
+        // Later writes of one batch see the earlier ones: conditions are checked against them.
+        let ops = [
+            WriteOp::Update { key: "/a".into(), value: vec![2], expected: 1 },
+            WriteOp::Update { key: "/a".into(), value: vec![3], expected: 1 },
+            WriteOp::Delete { key: "/a".into(), expected: 3 },
+            WriteOp::Create { key: "/a".into(), value: vec![4] },
+        ];
+        let (writes, answers): (Vec<_>, Vec<_>) = ops
+            .into_iter()
+            .map(|op| {
+                let (reply, answer) = oneshot::channel();
+                (PendingWrite { op, reply }, answer)
+            })
+            .unzip();
+        writer.commit(writes);
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.expect("answered").map(|kv| kv.mod_revision).map_err(|e| e.to_string()));
+        }
+        assert_eq!(results[0], Ok(3));
+        assert!(results[1].as_ref().is_err_and(|e| e.contains("modified")), "{:?}", results[1]);
+        assert_eq!(results[2..], [Ok(4), Ok(5)]);
+        let latest = writer.shared.latest.read().expect("map");
+        assert_eq!(
+            latest.get("/a").map(|kv| (kv.value.clone(), kv.create_revision, kv.mod_revision)),
+            Some((vec![4], 5, 5))
+        );
+        assert_eq!(latest.get("/b").map(|kv| kv.mod_revision), Some(2));
     }
 
     #[tokio::test]
