@@ -7,5 +7,6 @@
 //! in [`cli`] so that `main.rs` stays thin.
 
 pub mod cli;
+pub mod datapath;
 pub mod hollow;
 pub mod network;

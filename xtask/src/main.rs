@@ -2,11 +2,13 @@
 //!
 //! Every subcommand is a thin wrapper over one module: [`setup`] installs the tools the project
 //! needs, [`suite`] runs the checks and tests CI runs, [`cluster`] starts and stops a single-node
-//! control plane, [`bench`] runs the benchmarks, and `protogen` regenerates the protobuf schema.
+//! control plane, [`bench`] runs the benchmarks, `protogen` regenerates the protobuf schema, and
+//! [`ebpf`] rebuilds the committed eBPF object.
 
 mod bench;
 mod cluster;
 mod cmd;
+mod ebpf;
 mod protogen;
 mod setup;
 mod suite;
@@ -52,6 +54,8 @@ enum Command {
     },
     /// Regenerate `control-plane/src/protobuf/schema.rs`.
     GenProto,
+    /// Rebuild the eBPF programs with the pinned nightly and refresh `ebpf/prebuilt/` (object and SOURCE_HASH).
+    Ebpf,
     /// Run a benchmark on this machine and print its report.
     Bench {
         #[command(subcommand)]
@@ -121,6 +125,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Up { data_dir, listen } => cluster::up(&root, &data_dir.path, listen),
         Command::Down { data_dir } => cluster::down(&data_dir.path),
         Command::GenProto => protogen::run(&root),
+        Command::Ebpf => ebpf::run(&root),
         Command::Bench { which: Bench::Api { quick, runs } } => bench::api(&root, quick, runs),
         Command::Bench { which: Bench::Scheduler { quick, runs } } => bench::scheduler(&root, quick, runs),
         Command::Bench { which: Bench::Cni { quick } } => bench::cni(&root, quick),

@@ -3,6 +3,10 @@
 //! Idempotent and quick when everything is present: every item is checked first and only the
 //! missing ones are installed (`apt-get update` runs only when a package must be installed).
 //! kubectl and helm are pinned by full sha256 and installed to `/usr/local/bin`.
+//!
+//! The eBPF toolchain (LLVM 22 packages, the pinned nightly with `rust-src`, bpf-linker) is
+//! best-effort: when it cannot be installed, setup warns and goes on, and the node agent's build
+//! uses the committed eBPF object (`ebpf/prebuilt/`).
 
 use std::fmt;
 use std::fs;
@@ -10,11 +14,13 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use crate::cmd;
+use crate::ebpf::toolchain;
 
 /// Debian packages installed with `apt-get install --no-install-recommends`.
 pub const APT_PACKAGES: &[&str] = &[
@@ -36,6 +42,13 @@ pub const APT_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "busybox-static",
 ];
+
+/// Debian packages for the eBPF toolchain: LLVM 22 for bpf-linker, bpftool and libbpf for
+/// inspecting programs. Installed best-effort, with the nightly and bpf-linker.
+pub const EBPF_APT_PACKAGES: &[&str] =
+    &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "clang-22", "libbpf-dev", "bpftool"];
+/// The LLVM bpf-linker is built against.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Where `setup` installs kubectl; tests find it through `KEELSON_KUBECTL`.
 pub const KUBECTL_PATH: &str = "/usr/local/bin/kubectl";
@@ -101,6 +114,7 @@ pub fn run() -> anyhow::Result<Summary> {
     setup.layer_binaries()?;
     setup.python_client()?;
     setup.rust_components()?;
+    setup.ebpf_toolchain();
     Ok(setup.summary)
 }
 
@@ -201,6 +215,84 @@ impl Setup {
             cmd::run(Command::new("rustup").args(["component", "add", "--toolchain", "stable"]).args(&missing))?;
             self.summary.installed.extend(missing.iter().map(|c| (*c).to_owned()));
         }
+        Ok(())
+    }
+
+    /// Best-effort: a failure is a warning, the build then uses the committed eBPF object.
+    fn ebpf_toolchain(&mut self) {
+        if let Err(error) = self.try_ebpf_toolchain() {
+            eprintln!(
+                "setup: warning: eBPF toolchain incomplete ({error:#}); node-agent builds with the committed \
+                 ebpf/prebuilt/keelson.bpf.o"
+            );
+        }
+    }
+
+    fn try_ebpf_toolchain(&mut self) -> anyhow::Result<()> {
+        let missing = missing_debian_packages(EBPF_APT_PACKAGES)?;
+        if missing.is_empty() {
+            self.summary.present.push("eBPF Debian packages".to_owned());
+        } else {
+            self.apt_install(&missing)?;
+            self.summary.installed.push(format!("apt: {}", missing.join(" ")));
+        }
+        self.ebpf_nightly()?;
+        self.bpf_linker()
+    }
+
+    /// The pinned nightly with `rust-src` (for `-Z build-std=core`).
+    fn ebpf_nightly(&mut self) -> anyhow::Result<()> {
+        let nightly = toolchain::TOOLCHAIN;
+        if !cmd::on_path("rustup") {
+            bail!("rustup is not installed, so {nightly} cannot be added");
+        }
+        let toolchains = cmd::stdout(Command::new("rustup").args(["toolchain", "list"]))?;
+        let installed = toolchains.lines().any(|line| line.starts_with(&format!("{nightly}-")));
+        let started = Instant::now();
+        if !installed {
+            cmd::run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                nightly,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))?;
+            self.summary.installed.push(format!("{nightly} with rust-src ({:.0}s)", started.elapsed().as_secs_f64()));
+            return Ok(());
+        }
+        let components =
+            cmd::stdout(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", nightly]))?;
+        if components.lines().any(|line| line.trim().starts_with("rust-src")) {
+            self.summary.present.push(format!("{nightly} with rust-src"));
+        } else {
+            cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", nightly]))?;
+            self.summary.installed.push(format!("rust-src for {nightly} ({:.0}s)", started.elapsed().as_secs_f64()));
+        }
+        Ok(())
+    }
+
+    /// bpf-linker, built from source against LLVM 22 (minutes on two cores).
+    fn bpf_linker(&mut self) -> anyhow::Result<()> {
+        let version = toolchain::BPF_LINKER_VERSION;
+        if toolchain::bpf_linker_version().as_deref() == Some(version) {
+            self.summary.present.push(format!("bpf-linker {version}"));
+            return Ok(());
+        }
+        let started = Instant::now();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        cmd::run(
+            Command::new(cargo)
+                .args(["install", &format!("bpf-linker@{version}"), "--locked", "--no-default-features"])
+                .args(["--features", "llvm-22"])
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
+        match toolchain::bpf_linker_version() {
+            Some(installed) if installed == version => {}
+            other => bail!("after cargo install, bpf-linker on PATH reports {other:?}, not {version}"),
+        }
+        self.summary.installed.push(format!("bpf-linker {version} ({:.0}s)", started.elapsed().as_secs_f64()));
         Ok(())
     }
 

@@ -1,2 +1,266 @@
 //! Map key and value types shared by the eBPF programs and the node agent's datapath module.
-#![no_std]
+//!
+//! Every type is `repr(C)` with explicit padding (the kernel compares keys byte by byte, so
+//! padding must be zero and visible) and names the byte order of each field. "Network order"
+//! fields hold the bytes as they appear on the wire, read as a native integer, which is how the
+//! kernel hands them to the programs (`bpf_sock_addr.user_ip4`, `user_port`); the constructors
+//! and accessors below convert from and to `core::net` types so that neither side does it by
+//! hand. With the `user` feature every type is `aya::Pod`.
+//!
+//! Map and program names are constants here so that the programs (`ebpf/programs`) and the
+//! loader (`node-agent/src/datapath`) cannot drift apart; the names are the Rust statics' names.
+#![cfg_attr(not(test), no_std)]
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+/// `cgroup/connect4`: rewrites a service address to a backend on `connect()` (TCP and UDP).
+pub const PROG_CONNECT4: &str = "connect4";
+/// `cgroup/sendmsg4`: the same for unconnected UDP `sendto()`/`sendmsg()`.
+pub const PROG_SENDMSG4: &str = "sendmsg4";
+/// `cgroup/recvmsg4`: shows the service address as the source of UDP replies.
+pub const PROG_RECVMSG4: &str = "recvmsg4";
+/// `cgroup/getpeername4`: shows the service address as the peer of a connected socket.
+pub const PROG_GETPEERNAME4: &str = "getpeername4";
+/// Every socket program, in the order the datapath attaches them.
+pub const SOCKET_PROGRAMS: [&str; 4] = [PROG_CONNECT4, PROG_SENDMSG4, PROG_RECVMSG4, PROG_GETPEERNAME4];
+
+/// Hash map [`ServiceKey`] → [`ServiceValue`].
+pub const SERVICES: &str = "SERVICES";
+/// Hash map [`BackendKey`] → [`Backend`]: the backends of each service in dense slots `0..count`.
+pub const BACKENDS: &str = "BACKENDS";
+/// LRU hash map [`SockRevNatKey`] → [`ServiceAddr`]: which service a socket's backend stands for.
+pub const SOCK_REV_NAT: &str = "SOCK_REV_NAT";
+/// Per-CPU array of `u64` indexed by [`Counter`].
+pub const COUNTERS: &str = "COUNTERS";
+/// Every map the datapath owns (and pins, when asked).
+pub const MAPS: [&str; 4] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS];
+
+pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
+pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
+/// One entry per socket that reached a backend; LRU because sockets close without telling us.
+pub const SOCK_REV_NAT_MAX_ENTRIES: u32 = 131_072;
+
+/// `IPPROTO_TCP`, as in `bpf_sock_addr.protocol`.
+pub const IPPROTO_TCP: u8 = 6;
+/// `IPPROTO_UDP`, as in `bpf_sock_addr.protocol`.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A service frontend: ClusterIP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Network order.
+    pub vip: u32,
+    /// Network order.
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl ServiceKey {
+    pub const fn new(vip: Ipv4Addr, port: u16, proto: u8) -> Self {
+        Self { vip: u32::from_ne_bytes(vip.octets()), port: port.to_be(), proto, _pad: 0 }
+    }
+
+    pub const fn vip(&self) -> Ipv4Addr {
+        let [a, b, c, d] = self.vip.to_ne_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    }
+
+    /// Host order.
+    pub const fn port(&self) -> u16 {
+        u16::from_be(self.port)
+    }
+}
+
+/// What a service frontend leads to: the id that keys its backends and how many slots are live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    /// Host order; assigned by the datapath, unique among live services.
+    pub id: u32,
+    /// Host order; backends live in slots `0..count`. Zero means "no endpoints": reject.
+    pub count: u32,
+}
+
+/// One backend slot of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    /// Host order: [`ServiceValue::id`].
+    pub service: u32,
+    /// Host order, `0..ServiceValue::count`.
+    pub slot: u32,
+}
+
+/// A backend address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    /// Network order.
+    pub addr: u32,
+    /// Network order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+impl Backend {
+    pub const fn new(addr: SocketAddrV4) -> Self {
+        Self { addr: u32::from_ne_bytes(addr.ip().octets()), port: addr.port().to_be(), _pad: 0 }
+    }
+
+    pub const fn socket_addr(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.addr.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.port))
+    }
+}
+
+/// Key of the reverse translation: a socket and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevNatKey {
+    /// Host order: `bpf_get_socket_cookie`.
+    pub cookie: u64,
+    /// Network order: the backend address.
+    pub addr: u32,
+    /// Network order: the backend port.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// The service address an application asked for, restored for `getpeername`/`recvmsg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceAddr {
+    /// Network order.
+    pub vip: u32,
+    /// Network order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+impl ServiceAddr {
+    pub const fn socket_addr(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.vip.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.port))
+    }
+}
+
+/// Indices of the per-CPU [`COUNTERS`] array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// `connect()` to a service rewritten to a backend.
+    Connect = 0,
+    /// Unconnected UDP send to a service rewritten to a backend.
+    Sendmsg = 1,
+    /// UDP reply source restored to the service address.
+    Recvmsg = 2,
+    /// `getpeername()` restored to the service address.
+    Getpeername = 3,
+    /// Connect or send to a service without backends, rejected.
+    NoBackend = 4,
+    /// The reverse entry could not be written; `getpeername`/`recvmsg` will show the backend.
+    RevNatUpdateFailed = 5,
+}
+
+impl Counter {
+    pub const ALL: [Self; 6] =
+        [Self::Connect, Self::Sendmsg, Self::Recvmsg, Self::Getpeername, Self::NoBackend, Self::RevNatUpdateFailed];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Sendmsg => "sendmsg",
+            Self::Recvmsg => "recvmsg",
+            Self::Getpeername => "getpeername",
+            Self::NoBackend => "no_backend",
+            Self::RevNatUpdateFailed => "rev_nat_update_failed",
+        }
+    }
+}
+
+/// Entries of the [`COUNTERS`] array.
+pub const COUNTERS_LEN: u32 = Counter::ALL.len() as u32;
+
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 8);
+const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<SockRevNatKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ServiceAddr>() == 8);
+
+// SAFETY: each type is `repr(C)`, `Copy`, made of integers only, and its padding is an explicit
+// field, so every byte is initialised and any bit pattern is a valid value.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ServiceKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ServiceValue {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for BackendKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Backend {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SockRevNatKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ServiceAddr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a value as the kernel sees them.
+    fn bytes<T: Copy, const N: usize>(value: T) -> [u8; N] {
+        assert_eq!(size_of::<T>(), N);
+        // SAFETY: `T` is one of this crate's padding-free `repr(C)` integer structs of size `N`.
+        unsafe { core::mem::transmute_copy(&value) }
+    }
+
+    #[test]
+    fn service_key_is_wire_order() {
+        let key = ServiceKey::new(Ipv4Addr::new(10, 96, 0, 10), 53, IPPROTO_UDP);
+        assert_eq!(bytes::<_, 8>(key), [10, 96, 0, 10, 0, 53, IPPROTO_UDP, 0]);
+        assert_eq!(key.vip(), Ipv4Addr::new(10, 96, 0, 10));
+        assert_eq!(key.port(), 53);
+    }
+
+    #[test]
+    fn backend_round_trips_and_is_wire_order() {
+        let addr = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 7), 8080);
+        let backend = Backend::new(addr);
+        assert_eq!(bytes::<_, 8>(backend), [10, 244, 1, 7, 0x1f, 0x90, 0, 0]);
+        assert_eq!(backend.socket_addr(), addr);
+    }
+
+    #[test]
+    fn rev_nat_key_layout() {
+        let key = SockRevNatKey { cookie: 0x0102_0304_0506_0708, addr: 1, port: 2, _pad: 0 };
+        let raw = bytes::<_, 16>(key);
+        assert_eq!(&raw[..8], &0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(&raw[8..12], &1u32.to_ne_bytes());
+        assert_eq!(&raw[12..14], &2u16.to_ne_bytes());
+    }
+
+    #[test]
+    fn counters_are_dense_and_named_uniquely() {
+        for (i, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as u32, i as u32);
+            assert!(Counter::ALL[..i].iter().all(|other| other.name() != counter.name()));
+        }
+        assert_eq!(COUNTERS_LEN, 6);
+    }
+
+    #[test]
+    fn kernel_names_fit() {
+        // BPF_OBJ_NAME_LEN is 16 with the terminating NUL.
+        for name in MAPS.iter().chain(SOCKET_PROGRAMS.iter()) {
+            assert!(name.len() <= 15, "{name}");
+        }
+    }
+}

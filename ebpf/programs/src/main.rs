@@ -1,0 +1,184 @@
+//! Keelson's eBPF programs: socket-level service load balancing.
+//!
+//! `connect4` and `sendmsg4` rewrite a ClusterIP:port (TCP or UDP) to one of the service's
+//! backends before the kernel routes anything, so local clients need no per-packet NAT; the
+//! chosen backend is remembered per socket in [`SOCK_REV_NAT`] so that `recvmsg4` and
+//! `getpeername4` can show the application the service address it asked for. Addresses that are
+//! not services are left alone. The maps are written only by `node-agent/src/datapath`.
+//!
+//! Built for `bpfel-unknown-none` by `node-agent/build.rs` (aya-build) or `cargo xtask ebpf`.
+//! Host builds (`cargo clippy --workspace`, `cargo test --workspace` on stable) type-check the
+//! same code as an ordinary binary with an empty `main`; nothing runs there.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+use aya_ebpf::EbpfContext as _;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie};
+use aya_ebpf::macros::{cgroup_sock_addr, map};
+use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray};
+use aya_ebpf::programs::SockAddrContext;
+use aya_log_ebpf::warn;
+use keelson_ebpf_common::{
+    BACKENDS_MAX_ENTRIES, Backend, BackendKey, COUNTERS_LEN, Counter, SERVICES_MAX_ENTRIES, SOCK_REV_NAT_MAX_ENTRIES,
+    ServiceAddr, ServiceKey, ServiceValue, SockRevNatKey,
+};
+
+/// Return value of a cgroup sock_addr program that lets the call proceed.
+const SYS_PROCEED: i32 = 1;
+/// Return value that fails the call with `EPERM` (only `connect4` and `sendmsg4` may use it).
+const SYS_REJECT: i32 = 0;
+
+#[map]
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(SERVICES_MAX_ENTRIES, 0);
+
+#[map]
+static BACKENDS: HashMap<BackendKey, Backend> = HashMap::with_max_entries(BACKENDS_MAX_ENTRIES, 0);
+
+#[map]
+static SOCK_REV_NAT: LruHashMap<SockRevNatKey, ServiceAddr> = LruHashMap::with_max_entries(SOCK_REV_NAT_MAX_ENTRIES, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// The socket's peer is not a backend it was sent to by `try_translate`: nothing to restore.
+struct NotTranslated;
+
+/// Why a connect or send to a service is refused.
+enum Reject {
+    /// The service exists but has no (reachable) backend: fail fast, as kube-proxy's REJECT does.
+    NoBackend,
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    match try_translate(&ctx, Counter::Connect) {
+        Ok(()) => SYS_PROCEED,
+        Err(Reject::NoBackend) => SYS_REJECT,
+    }
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    match try_translate(&ctx, Counter::Sendmsg) {
+        Ok(()) => SYS_PROCEED,
+        Err(Reject::NoBackend) => SYS_REJECT,
+    }
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn recvmsg4(ctx: SockAddrContext) -> i32 {
+    match try_restore(&ctx, Counter::Recvmsg) {
+        // The kernel accepts only "proceed" from recvmsg hooks.
+        Ok(()) | Err(NotTranslated) => SYS_PROCEED,
+    }
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+    match try_restore(&ctx, Counter::Getpeername) {
+        // The kernel accepts only "proceed" from getpeername hooks.
+        Ok(()) | Err(NotTranslated) => SYS_PROCEED,
+    }
+}
+
+/// Service address → backend: picks a backend at random and rewrites the destination in place.
+#[inline(always)]
+fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> {
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel passes a valid `bpf_sock_addr`; these fields are readable in connect4
+    // and sendmsg4 (the verifier checks every access).
+    let (vip, port, proto) =
+        unsafe { (read(&raw const (*sa).user_ip4), read(&raw const (*sa).user_port), read(&raw const (*sa).protocol)) };
+    let (port, proto) = (port as u16, proto as u8);
+    let key = ServiceKey { vip, port, proto, _pad: 0 };
+    // SAFETY: the value is copied out at once; a concurrent update can only make it stale.
+    let Some(&ServiceValue { id, count }) = (unsafe { SERVICES.get(key) }) else {
+        return Ok(());
+    };
+    // SAFETY: `bpf_get_prandom_u32` has no preconditions.
+    let Some(slot) = (unsafe { bpf_get_prandom_u32() }).checked_rem(count) else {
+        bump(Counter::NoBackend);
+        return Err(Reject::NoBackend);
+    };
+    // A slot at or above the count is being dropped by the datapath (it shrinks the count before
+    // deleting the tail); slot 0 stays valid while the count is not zero.
+    // SAFETY: as above, copied out at once.
+    let found = unsafe {
+        BACKENDS.get(BackendKey { service: id, slot }).or_else(|| BACKENDS.get(BackendKey { service: id, slot: 0 }))
+    };
+    let Some(&backend) = found else {
+        bump(Counter::NoBackend);
+        return Err(Reject::NoBackend);
+    };
+    // SAFETY: `user_ip4` and `user_port` are writable (4-byte stores) in connect4 and sendmsg4.
+    unsafe {
+        (*sa).user_ip4 = backend.addr;
+        (*sa).user_port = u32::from(backend.port);
+    }
+    bump(counter);
+    // SAFETY: the context is a socket address context, for which the helper is defined.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let rev_key = SockRevNatKey { cookie, addr: backend.addr, port: backend.port, _pad: 0 };
+    if SOCK_REV_NAT.insert(rev_key, ServiceAddr { vip, port, _pad: 0 }, 0).is_err() {
+        bump(Counter::RevNatUpdateFailed);
+        warn!(ctx, "reverse entry for {:i}:{} not written", u32::from_be(vip), u16::from_be(port));
+    }
+    Ok(())
+}
+
+/// Backend → service address, for a socket that `try_translate` sent to that backend.
+#[inline(always)]
+fn try_restore(ctx: &SockAddrContext, counter: Counter) -> Result<(), NotTranslated> {
+    let sa = ctx.sock_addr;
+    // SAFETY: the context is a socket address context, for which the helper is defined.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: `user_ip4`/`user_port` are readable in recvmsg4 and getpeername4.
+    let (addr, port) = unsafe { (read(&raw const (*sa).user_ip4), read(&raw const (*sa).user_port) as u16) };
+    // SAFETY: copied out at once.
+    let &ServiceAddr { vip, port: service_port, .. } =
+        unsafe { SOCK_REV_NAT.get(SockRevNatKey { cookie, addr, port, _pad: 0 }) }.ok_or(NotTranslated)?;
+    // SAFETY: `user_ip4` and `user_port` are writable (4-byte stores) in these hooks.
+    unsafe {
+        (*sa).user_ip4 = vip;
+        (*sa).user_port = u32::from(service_port);
+    }
+    bump(counter);
+    Ok(())
+}
+
+/// A full 4-byte context load: the verifier rejects the narrower loads LLVM would otherwise make
+/// of fields such as `protocol` when only their low byte is used.
+///
+/// # Safety
+/// `field` points into the program's `bpf_sock_addr` context.
+#[inline(always)]
+unsafe fn read(field: *const u32) -> u32 {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+#[inline(always)]
+fn bump(counter: Counter) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot, so no other program writes it concurrently.
+        unsafe { *value += 1 };
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in verified code: the verifier rejects a program whose panic path is live.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Host builds only type-check the programs.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+/// The kernel needs a license string; none of the helpers used here is GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 11] = *b"Apache-2.0\0";

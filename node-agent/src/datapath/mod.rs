@@ -1,0 +1,377 @@
+//! The eBPF service load balancer (the kube-proxy replacement).
+//!
+//! This module is the only code that loads the eBPF programs, attaches them and writes their
+//! maps; everyone else hands it desired state ([`Service`]s) and reads back what is programmed.
+//! Nobody else touches the maps.
+//!
+//! Today it holds the socket load balancing slice: `cgroup/connect4` and `sendmsg4` send a
+//! ClusterIP:port (TCP and UDP) to one of its backends and `recvmsg4`/`getpeername4` show the
+//! application the service address (see `ebpf/programs`). [`Datapath::attach_cgroup`] attaches
+//! them to a cgroup v2 directory the project created (never a root cgroup; see [`cgroup`]);
+//! [`Datapath::sync`] applies a whole desired table and [`Datapath::upsert`]/[`Datapath::remove`]
+//! single services, each with only the map writes the change needs ([`sync`]). With
+//! [`Config::pin_dir`] the maps are pinned on bpffs, so a restarted agent finds them, reads back
+//! what they hold and carries on from there.
+//!
+//! The object comes from `node-agent/build.rs`: freshly built when the eBPF toolchain is
+//! installed, else the committed `ebpf/prebuilt/keelson.bpf.o` ([`OBJECT_ORIGIN`]).
+
+pub mod bpffs;
+pub mod cgroup;
+mod service;
+mod sync;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId};
+use aya::{Ebpf, EbpfLoader};
+use keelson_ebpf_common::{
+    BACKENDS, Backend, BackendKey, COUNTERS, Counter, MAPS, SERVICES, SOCKET_PROGRAMS, ServiceKey, ServiceValue,
+};
+
+pub use service::{Protocol, Service, SyncStats};
+use sync::{LbMaps, Programmed};
+
+/// Whether the embedded object was `"built"` from `ebpf/programs` by this build or is the
+/// committed `"prebuilt"` one.
+pub const OBJECT_ORIGIN: &str = env!("KEELSON_EBPF_OBJECT_ORIGIN");
+
+/// Hash of the eBPF sources this crate was built with (see `ebpf/toolchain.rs`).
+pub const SOURCE_HASH: &str = env!("KEELSON_EBPF_SOURCE_HASH");
+
+/// The embedded eBPF object.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keelson.bpf.o"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("load the eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {prog} is missing from the eBPF object")]
+    MissingProgram { prog: &'static str },
+    #[error("map {map} is missing from the eBPF object")]
+    MissingMap { map: &'static str },
+    #[error("load program {prog}")]
+    LoadProgram {
+        prog: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attach {prog} to {}", cgroup.display())]
+    Attach {
+        prog: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("detach {prog} from {}", cgroup.display())]
+    Detach {
+        prog: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("nothing is attached to {}", cgroup.display())]
+    NotAttached { cgroup: PathBuf },
+    #[error("open map {map}")]
+    OpenMap {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("update map {map}")]
+    MapUpdate {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("read map {map}")]
+    MapRead {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("{} is not a cgroup v2 directory", path.display())]
+    NotCgroup2 { path: PathBuf },
+    #[error("{} is a root cgroup; attach only to a cgroup the project created", path.display())]
+    RootCgroup { path: PathBuf },
+    #[error("{} is not on a bpffs mount", path.display())]
+    NotBpffs { path: PathBuf },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("two services share the frontend {service}")]
+    DuplicateService { service: String },
+    #[error("a service with {count} backends does not fit the map")]
+    TooManyBackends { count: usize },
+    #[error("no service id left")]
+    ServiceIdsExhausted,
+    #[error("open the eBPF log buffer")]
+    Logger(#[source] aya_log::Error),
+}
+
+impl Error {
+    fn io(what: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        Self::Io { what, path: path.as_ref().to_owned(), source }
+    }
+}
+
+/// How to load the datapath.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Pin the maps in this directory (on bpffs, e.g. [`bpffs::DEFAULT_PIN_DIR`]) so that they
+    /// outlive the process and are reused by the next load; `None` keeps them private.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    maps: KernelMaps,
+    counters: PerCpuArray<MapData, u64>,
+    /// What the maps hold; `None` after a failed write, until read back from the maps.
+    programmed: Option<Programmed>,
+    attached: Vec<Attachment>,
+}
+
+struct Attachment {
+    cgroup: PathBuf,
+    links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+}
+
+impl Datapath {
+    /// Loads the embedded object (see [`object`]).
+    pub fn load(config: &Config) -> Result<Self, Error> {
+        Self::load_object(object(), config)
+    }
+
+    /// Loads `object` (8-byte aligned ELF, see `aya::include_bytes_aligned!`) and its programs
+    /// into the kernel, reusing pinned maps when `config` says so. Nothing is attached yet.
+    pub fn load_object(object: &[u8], config: &Config) -> Result<Self, Error> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = &config.pin_dir {
+            bpffs::prepare_pin_dir(dir)?;
+            for name in MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(object).map_err(Error::Load)?;
+        for prog in SOCKET_PROGRAMS {
+            socket_program(&mut ebpf, prog)?.load().map_err(|source| Error::LoadProgram { prog, source })?;
+        }
+        let mut maps = KernelMaps {
+            services: HashMap::try_from(take_map(&mut ebpf, SERVICES)?)
+                .map_err(|source| Error::OpenMap { map: SERVICES, source })?,
+            backends: HashMap::try_from(take_map(&mut ebpf, BACKENDS)?)
+                .map_err(|source| Error::OpenMap { map: BACKENDS, source })?,
+        };
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS)?)
+            .map_err(|source| Error::OpenMap { map: COUNTERS, source })?;
+        let programmed = Programmed::read(&mut maps)?;
+        Ok(Self { ebpf, maps, counters, programmed: Some(programmed), attached: Vec::new() })
+    }
+
+    /// Attaches the socket programs to `cgroup`, a cgroup v2 directory below the root of its
+    /// hierarchy; they then act on sockets created by processes in it or its descendants.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), Error> {
+        cgroup::check_attachable(cgroup)?;
+        let dir = File::open(cgroup).map_err(|source| Error::io("open", cgroup, source))?;
+        let mut attachment = Attachment { cgroup: cgroup.to_owned(), links: Vec::new() };
+        for prog in SOCKET_PROGRAMS {
+            let attached = socket_program(&mut self.ebpf, prog)?.attach(&dir, CgroupAttachMode::Single);
+            match attached {
+                Ok(link) => attachment.links.push((prog, link)),
+                Err(source) => {
+                    // Leave nothing half attached; the attach error is the one to report.
+                    let _ = self.detach(attachment);
+                    return Err(Error::Attach { prog, cgroup: cgroup.to_owned(), source });
+                }
+            }
+        }
+        self.attached.push(attachment);
+        Ok(())
+    }
+
+    /// Detaches the socket programs from `cgroup`. Dropping the `Datapath` detaches everything.
+    pub fn detach_cgroup(&mut self, cgroup: &Path) -> Result<(), Error> {
+        let index = self
+            .attached
+            .iter()
+            .position(|a| a.cgroup == cgroup)
+            .ok_or_else(|| Error::NotAttached { cgroup: cgroup.to_owned() })?;
+        let attachment = self.attached.swap_remove(index);
+        self.detach(attachment)
+    }
+
+    fn detach(&mut self, attachment: Attachment) -> Result<(), Error> {
+        let mut result = Ok(());
+        for (prog, link) in attachment.links {
+            let detached = socket_program(&mut self.ebpf, prog).and_then(|p| {
+                p.detach(link).map_err(|source| Error::Detach { prog, cgroup: attachment.cgroup.clone(), source })
+            });
+            if result.is_ok() {
+                result = detached;
+            }
+        }
+        result
+    }
+
+    /// Makes the maps hold exactly `desired`.
+    pub fn sync(&mut self, desired: &[Service]) -> Result<SyncStats, Error> {
+        self.change(|programmed, maps| programmed.sync(maps, desired))
+    }
+
+    /// Adds or changes one service.
+    pub fn upsert(&mut self, service: &Service) -> Result<SyncStats, Error> {
+        self.change(|programmed, maps| programmed.upsert(maps, service))
+    }
+
+    /// Removes one service (ClusterIP, port, protocol); nothing happens if it is not programmed.
+    pub fn remove(&mut self, vip: std::net::Ipv4Addr, port: u16, proto: Protocol) -> Result<SyncStats, Error> {
+        let key = ServiceKey::new(vip, port, proto.ipproto());
+        self.change(|programmed, maps| programmed.remove(maps, &key))
+    }
+
+    /// The services as programmed, ordered by frontend; backends in slot order.
+    pub fn services(&mut self) -> Result<Vec<Service>, Error> {
+        self.change(|programmed, _| Ok(programmed.table()))
+    }
+
+    /// Every counter summed over the CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, Error> {
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let values = self
+                    .counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| Error::MapRead { map: COUNTERS, source })?;
+                Ok((counter, values.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Starts reading the programs' aya-log records (rare events only); the caller polls the
+    /// returned logger's fd and calls `flush`. Records go to the `log` facade.
+    pub fn take_logger(&mut self) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>, Error> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).map_err(Error::Logger)
+    }
+
+    fn change<T>(&mut self, f: impl FnOnce(&mut Programmed, &mut KernelMaps) -> Result<T, Error>) -> Result<T, Error> {
+        let mut programmed = match self.programmed.take() {
+            Some(programmed) => programmed,
+            None => Programmed::read(&mut self.maps)?,
+        };
+        let result = f(&mut programmed, &mut self.maps);
+        // After a failed write the maps may differ from `programmed`: read them back next time.
+        if result.is_ok() {
+            self.programmed = Some(programmed);
+        }
+        result
+    }
+}
+
+fn socket_program<'a>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut CgroupSockAddr, Error> {
+    ebpf.program_mut(prog)
+        .ok_or(Error::MissingProgram { prog })?
+        .try_into()
+        .map_err(|source| Error::LoadProgram { prog, source })
+}
+
+fn take_map(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, Error> {
+    ebpf.take_map(map).ok_or(Error::MissingMap { map })
+}
+
+/// The kernel maps behind [`LbMaps`].
+struct KernelMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, BackendKey, Backend>,
+}
+
+/// Whether a delete failed only because the key was absent.
+fn is_absent(error: &MapError) -> bool {
+    matches!(error, MapError::KeyNotFound)
+        || matches!(error, MapError::SyscallError(e) if e.io_error.kind() == io::ErrorKind::NotFound)
+}
+
+impl LbMaps for KernelMaps {
+    fn set_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> Result<(), Error> {
+        self.services.insert(key, value, 0).map_err(|source| Error::MapUpdate { map: SERVICES, source })
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), Error> {
+        match self.services.remove(key) {
+            Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map: SERVICES, source }),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_backend(&mut self, key: &BackendKey, value: &Backend) -> Result<(), Error> {
+        self.backends.insert(key, value, 0).map_err(|source| Error::MapUpdate { map: BACKENDS, source })
+    }
+
+    fn remove_backend(&mut self, key: &BackendKey) -> Result<(), Error> {
+        match self.backends.remove(key) {
+            Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map: BACKENDS, source }),
+            _ => Ok(()),
+        }
+    }
+
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, Error> {
+        self.services.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: SERVICES, source })
+    }
+
+    fn backend_keys(&self) -> Result<Vec<BackendKey>, Error> {
+        self.backends.keys().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: BACKENDS, source })
+    }
+
+    fn backend(&self, key: &BackendKey) -> Result<Option<Backend>, Error> {
+        match self.backends.get(key, 0) {
+            Ok(backend) => Ok(Some(backend)),
+            Err(error) if is_absent(&error) => Ok(None),
+            Err(source) => Err(Error::MapRead { map: BACKENDS, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails when the eBPF sources changed but `ebpf/prebuilt` was not refreshed.
+    #[test]
+    fn committed_object_matches_sources() {
+        let committed = include_str!("../../../ebpf/prebuilt/SOURCE_HASH").trim();
+        assert_eq!(
+            committed, SOURCE_HASH,
+            "the eBPF sources changed since ebpf/prebuilt/ was refreshed: run `cargo xtask ebpf` and commit ebpf/prebuilt/"
+        );
+    }
+
+    #[test]
+    fn object_origin_is_known_and_honours_the_override() {
+        assert!(OBJECT_ORIGIN == "built" || OBJECT_ORIGIN == "prebuilt", "{OBJECT_ORIGIN}");
+        // The variable is read by build.rs; set when the tests run, it was set for the build too
+        // (`KEELSON_EBPF_PREBUILT=1 cargo test`).
+        if std::env::var_os("KEELSON_EBPF_PREBUILT").is_some_and(|v| v == "1") {
+            assert_eq!(OBJECT_ORIGIN, "prebuilt");
+        }
+    }
+
+    #[test]
+    fn embedded_object_is_bpf_elf() {
+        let object = object();
+        assert_eq!(&object[..4], b"\x7fELF");
+        assert_eq!(object[4], 2, "64-bit");
+        assert_eq!(object[5], 1, "little endian");
+        assert_eq!(u16::from_le_bytes([object[18], object[19]]), 247, "e_machine EM_BPF");
+    }
+}
