@@ -1,10 +1,15 @@
 //! Keelson node agent.
 //!
-//! Today this crate holds the hollow-node mode ([`hollow`]): many simulated kubelets in one
-//! process that register Nodes, keep their Leases and report pods Running without running any
-//! container, for scale tests of the control plane (what kubemark does for Kubernetes). The
-//! real kubelet (CRI), the pod network and the eBPF datapath come later. The command line lives
-//! in [`cli`] so that `main.rs` stays thin.
+//! - [`hollow`]: many simulated kubelets in one process that register Nodes, keep their Leases
+//!   and report pods Running without running any container, for scale tests of the control plane
+//!   (what kubemark does for Kubernetes);
+//! - [`network`]: the pod network of a node (CNI configuration, the plugin binary, routes to the
+//!   other nodes' pod CIDRs and `unreachable` routes for the cluster ranges);
+//! - [`datapath`]: the eBPF Service load balancer that replaces kube-proxy (so far ClusterIP at the
+//!   socket hooks).
+//!
+//! The real kubelet (CRI) comes later. The command line lives in [`cli`] so that `main.rs` stays
+//! thin.
 
 pub mod cli;
 pub mod datapath;
