@@ -1,7 +1,8 @@
-//! `cargo xtask bench api|scheduler|cni`: builds the load generator and the control plane in release
-//! mode and runs the API benchmark (control plane beside a real etcd) or the scheduler benchmark
-//! (hollow nodes) on this machine; or builds the CNI plugin and its driver and runs the CNI latency
-//! benchmark beside the reference plugins.
+//! `cargo xtask bench api|scheduler|cni|datapath`: builds the load generator and the control plane
+//! in release mode and runs the API benchmark (control plane beside a real etcd) or the scheduler
+//! benchmark (hollow nodes) on this machine; or builds the CNI plugin and its driver and runs the
+//! CNI latency benchmark beside the reference plugins; or builds and runs the datapath benchmark
+//! (kube-proxy's iptables and nftables datapaths on network namespaces).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,6 +114,30 @@ pub fn cni(root: &Path, quick: bool) -> anyhow::Result<()> {
     let release = target_dir(root).join("release");
     let mut bench = Command::new(release.join("bench-cni"));
     bench.arg("--keelson").arg(release.join("keelson")).arg("--reference-dir").arg(reference);
+    if quick {
+        bench.arg("--quick");
+    }
+    cmd::run(bench.current_dir(root))
+}
+
+/// Builds `bench-datapath` in release mode, then runs the datapath benchmark: kube-proxy's
+/// iptables-nft and nftables rule shapes beside a no-NAT floor on a client → node → backend
+/// network-namespace topology, at 1, 1 000 and 10 000 Services (1 and 1 000 with `quick`). Needs
+/// root (it creates network namespaces) and Debian's `iproute2`, `iptables` and `nftables`. The
+/// report goes to stdout; progress to stderr.
+pub fn datapath(root: &Path, quick: bool) -> anyhow::Result<()> {
+    for (tool, package) in [("ip", "iproute2"), ("iptables-restore", "iptables"), ("nft", "nftables")] {
+        if !cmd::on_path(tool) {
+            bail!("{tool} is missing (Debian package {package}; `cargo xtask setup` installs it)");
+        }
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(
+        Command::new(&cargo)
+            .args(["build", "--release", "-p", "keelson-tests", "--bin", "bench-datapath"])
+            .current_dir(root),
+    )?;
+    let mut bench = Command::new(target_dir(root).join("release").join("bench-datapath"));
     if quick {
         bench.arg("--quick");
     }

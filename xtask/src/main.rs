@@ -89,6 +89,13 @@ enum Bench {
         #[arg(long)]
         quick: bool,
     },
+    /// Service datapaths in network namespaces: kube-proxy's iptables and nftables shapes beside a
+    /// no-NAT floor at 1, 1 000 and 10 000 services (root; the eBPF column is not built yet).
+    Datapath {
+        /// 1 and 1 000 services, few connects, one run (seconds).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +136,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench { which: Bench::Api { quick, runs } } => bench::api(&root, quick, runs),
         Command::Bench { which: Bench::Scheduler { quick, runs } } => bench::scheduler(&root, quick, runs),
         Command::Bench { which: Bench::Cni { quick } } => bench::cni(&root, quick),
+        Command::Bench { which: Bench::Datapath { quick } } => bench::datapath(&root, quick),
     }
 }
 
