@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, header};
-use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -179,13 +179,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Reads the whole body, at most [`negotiate::MAX_BODY`] bytes.
+/// Bytes of an oversized body read and thrown away before answering 413, so that an HTTP/1 client
+/// still sending it reads the answer instead of a reset connection (Go's server drains too).
+const DRAIN_LIMIT: usize = 4 * negotiate::MAX_BODY;
+
+/// Reads the whole body, at most [`negotiate::MAX_BODY`] bytes; a larger one is a 413, read to
+/// its end first when it is not much larger.
 async fn read_body(body: Incoming) -> ApiResult<Bytes> {
-    match Limited::new(body, negotiate::MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen <= negotiate::MAX_BODY {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
     }
+    if seen > negotiate::MAX_BODY { Err(ApiError::too_large()) } else { Ok(kept.freeze()) }
 }
 
 /// Everything a handler needs about one request.
