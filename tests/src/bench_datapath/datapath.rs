@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use super::services::{Service, ServiceTable};
 use super::topology::Netns;
 use super::{iptables, nftables};
@@ -69,6 +71,21 @@ impl Mode {
             Mode::Nftables => Some(Box::new(nftables::Nftables::new(scratch))),
         }
     }
+}
+
+/// Writes a rule file into `scratch` and feeds it to `program args` in the node namespace; returns
+/// how long the program took.
+pub fn load_rules(
+    scratch: &Path,
+    node: &Netns,
+    name: &str,
+    text: &str,
+    program: &str,
+    args: &[&str],
+) -> anyhow::Result<Duration> {
+    let path = scratch.join(name);
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    node.exec(program, args, Some(&path))
 }
 
 /// The first line of `program flag`, or "… version unknown".

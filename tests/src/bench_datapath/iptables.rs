@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::datapath::{Datapath, tool_version};
+use super::datapath::{Datapath, load_rules, tool_version};
 use super::services::{CLUSTER_CIDR, MASQ_MARK, SERVICE_PORT, Service, ServiceTable, TARGET_PORT, digest};
 use super::topology::Netns;
 
@@ -47,9 +47,7 @@ impl Iptables {
     }
 
     fn restore(&self, node: &Netns, name: &str, text: &str) -> anyhow::Result<Duration> {
-        let path = self.scratch.join(name);
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-        node.exec("iptables-restore", &RESTORE_ARGS, Some(&path))
+        load_rules(&self.scratch, node, name, text, "iptables-restore", &RESTORE_ARGS)
     }
 }
 

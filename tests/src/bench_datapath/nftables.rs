@@ -18,9 +18,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
-
-use super::datapath::{Datapath, tool_version};
+use super::datapath::{Datapath, load_rules, tool_version};
 use super::services::{CLUSTER_CIDR, MASQ_MARK, SERVICE_PORT, Service, ServiceTable, TARGET_PORT, digest};
 use super::topology::{NODE_CLIENT_SIDE, Netns, SERVICE_CIDR};
 
@@ -58,9 +56,7 @@ impl Nftables {
     }
 
     fn load(&self, node: &Netns, name: &str, text: &str) -> anyhow::Result<Duration> {
-        let path = self.scratch.join(name);
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-        node.exec("nft", &["-f", "-"], Some(&path))
+        load_rules(&self.scratch, node, name, text, "nft", &["-f", "-"])
     }
 }
 

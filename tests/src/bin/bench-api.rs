@@ -28,12 +28,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match keelson_tests::parse_args() {
         Ok(args) => args,
-        Err(error) => {
-            let _ = error.print();
-            return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
     if let Some(runs) = args.runs {
