@@ -18,21 +18,7 @@ const ETCD_DEFAULT: &str = "/usr/bin/etcd";
 /// report goes to stdout; progress to stderr.
 pub fn api(root: &Path, quick: bool, runs: Option<u16>) -> anyhow::Result<()> {
     println!("{}", setup::run().context("setup failed")?);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "keelson-tests",
-                "--bin",
-                "bench-api",
-                "--bin",
-                "control-plane-under-test",
-            ])
-            .current_dir(root),
-    )?;
+    build_release(root, &["-p", "keelson-tests", "--bin", "bench-api", "--bin", "control-plane-under-test"])?;
     let release = target_dir(root).join("release");
     let etcd = find_etcd()?;
     let mut bench = Command::new(release.join("bench-api"));
@@ -50,21 +36,7 @@ pub fn api(root: &Path, quick: bool, runs: Option<u16>) -> anyhow::Result<()> {
 /// scheduler benchmark (hollow nodes, scheduling throughput, RSS). Needs nothing installed
 /// beyond the toolchain. The report goes to stdout; progress to stderr.
 pub fn scheduler(root: &Path, quick: bool, runs: Option<u16>) -> anyhow::Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "keelson-tests",
-                "--bin",
-                "bench-scheduler",
-                "--bin",
-                "control-plane-under-test",
-            ])
-            .current_dir(root),
-    )?;
+    build_release(root, &["-p", "keelson-tests", "--bin", "bench-scheduler", "--bin", "control-plane-under-test"])?;
     let release = target_dir(root).join("release");
     let mut bench = Command::new(release.join("bench-scheduler"));
     bench.arg("--control-plane").arg(release.join("control-plane-under-test"));
@@ -94,23 +66,7 @@ pub fn cni(root: &Path, quick: bool) -> anyhow::Result<()> {
             );
         }
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "cni-plugin",
-                "--bin",
-                "keelson",
-                "-p",
-                "keelson-tests",
-                "--bin",
-                "bench-cni",
-            ])
-            .current_dir(root),
-    )?;
+    build_release(root, &["-p", "cni-plugin", "--bin", "keelson", "-p", "keelson-tests", "--bin", "bench-cni"])?;
     let release = target_dir(root).join("release");
     let mut bench = Command::new(release.join("bench-cni"));
     bench.arg("--keelson").arg(release.join("keelson")).arg("--reference-dir").arg(reference);
@@ -131,12 +87,7 @@ pub fn datapath(root: &Path, quick: bool) -> anyhow::Result<()> {
             bail!("{tool} is missing (Debian package {package}; `cargo xtask setup` installs it)");
         }
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        Command::new(&cargo)
-            .args(["build", "--release", "-p", "keelson-tests", "--bin", "bench-datapath"])
-            .current_dir(root),
-    )?;
+    build_release(root, &["-p", "keelson-tests", "--bin", "bench-datapath"])?;
     let mut bench = Command::new(target_dir(root).join("release").join("bench-datapath"));
     if quick {
         bench.arg("--quick");
@@ -164,4 +115,10 @@ fn find_etcd() -> anyhow::Result<PathBuf> {
         bail!("etcd is not installed (Debian package etcd-server; `cargo xtask setup` installs it)");
     }
     Ok(fallback)
+}
+
+/// `cargo build --release` of the given packages and binaries (`-p …`, `--bin …`) in the workspace.
+fn build_release(root: &Path, what: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(Command::new(&cargo).args(["build", "--release"]).args(what).current_dir(root))
 }
