@@ -82,19 +82,31 @@ impl Decoded {
 impl EventCache {
     /// The shared entry of `kv`'s value, created (empty) if it is not cached.
     pub fn get(&self, kv: &KeyValue) -> Arc<Decoded> {
+        self.entry(&kv.key, kv.mod_revision)
+    }
+
+    fn entry(&self, key: &str, revision: Revision) -> Arc<Decoded> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(d) = inner.entries.get(&kv.mod_revision) {
-            return if d.key == kv.key { d.clone() } else { Arc::new(Decoded::new(&kv.key)) };
+        if let Some(d) = inner.entries.get(&revision) {
+            return if d.key == key { d.clone() } else { Arc::new(Decoded::new(key)) };
         }
-        let d = Arc::new(Decoded::new(&kv.key));
-        inner.entries.insert(kv.mod_revision, d.clone());
-        inner.order.push_back(kv.mod_revision);
+        let d = Arc::new(Decoded::new(key));
+        inner.entries.insert(revision, d.clone());
+        inner.order.push_back(revision);
         while inner.order.len() > CAPACITY {
             if let Some(old) = inner.order.pop_front() {
                 inner.entries.remove(&old);
             }
         }
         d
+    }
+
+    /// Hands the cache the object that the writer of `key` at `revision` has already built (with
+    /// that `resourceVersion`), so that the watchers and later readers of the write need not parse
+    /// the stored bytes. It must be what decoding the stored value gives; a reader that got there
+    /// first keeps its own decoded copy, which is equal.
+    pub fn seed(&self, key: &str, revision: Revision, object: Arc<Value>) {
+        let _ = self.entry(key, revision).object.set(Some(object));
     }
 
     /// The decoded object of `kv`, shared with every other reader of the same event.
@@ -136,6 +148,17 @@ mod tests {
         assert_eq!(made, 1, "a line is encoded once");
         let other = entry.line(Wire::Json, EventType::Added, || Some(Bytes::from_static(b"y")));
         assert_eq!(other.as_deref(), Some(&b"y"[..]), "each event type has its own line");
+    }
+
+    #[test]
+    fn a_seeded_object_is_what_readers_get() {
+        let cache = EventCache::default();
+        let written = Arc::new(serde_json::json!({"metadata": {"name": "a", "resourceVersion": "9"}}));
+        cache.seed("/a", 9, written.clone());
+        let read = cache.object(&kv("/a", 9, r#"{"metadata":{"name":"a"}}"#)).expect("cached");
+        assert!(Arc::ptr_eq(&read, &written), "the writer's object is shared, not parsed again");
+        let other = cache.object(&kv("/b", 9, r#"{"metadata":{"name":"b"}}"#)).expect("b");
+        assert_eq!(object::name_of(&other), "b", "a seed is for its own key only");
     }
 
     #[test]

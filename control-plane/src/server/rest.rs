@@ -399,12 +399,12 @@ pub(super) async fn create_object(
     namespace: &str,
     obj: Value,
     dry: bool,
-) -> ApiResult<Value> {
+) -> ApiResult<Arc<Value>> {
     let obj = prepare_new(res, obj, namespace)?;
     let name = object::name_of(&obj).to_string();
     namespace_must_accept(api, res, namespace, &name).await?;
     if dry {
-        return Ok(obj);
+        return Ok(Arc::new(obj));
     }
     let mut obj = obj;
     let taken =
@@ -419,8 +419,16 @@ pub(super) async fn create_object(
             return Err(ApiError::from_store(e, res, &name));
         }
     };
-    meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-    Ok(obj)
+    Ok(written(api, &key, kv.mod_revision, obj))
+}
+
+/// The object just written at `revision`, with that `resourceVersion`, shared with the event cache
+/// so that the write's watchers and next readers do not parse the stored bytes again.
+fn written(api: &Api, key: &str, revision: i64, mut obj: Value) -> Arc<Value> {
+    meta_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    let obj = Arc::new(obj);
+    api.events.seed(key, revision, obj.clone());
+    obj
 }
 
 async fn create(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Response<Body>> {
@@ -506,8 +514,8 @@ fn merge_part(res: &Resource, part: Part, old: &Value, new: Value) -> Value {
 /// The result of an update attempt on the current object.
 enum Outcome {
     Write(Value),
-    /// Nothing to write; answer with this object.
-    Unchanged(Value),
+    /// Nothing to write; answer with the current object.
+    Unchanged,
 }
 
 /// Applies `mutate` to the current object and writes the result with compare-and-swap, retrying
@@ -520,7 +528,7 @@ pub(super) async fn guaranteed_update<F>(
     part: Part,
     dry: bool,
     mut mutate: F,
-) -> ApiResult<Value>
+) -> ApiResult<Arc<Value>>
 where
     F: FnMut(&Value) -> ApiResult<(Value, Option<i64>)>,
 {
@@ -533,13 +541,12 @@ where
         {
             return Err(ApiError::conflict(res, name));
         }
-        let outcome = finish_update(res, part, &cur, new)?;
-        let mut new = match outcome {
-            Outcome::Unchanged(v) => return Ok(v),
+        let mut new = match finish_update(res, part, &cur, new)? {
+            Outcome::Unchanged => return Ok(cur),
             Outcome::Write(v) => v,
         };
         if dry {
-            return Ok(new);
+            return Ok(Arc::new(new));
         }
         let taken = if allocation::applies(res) {
             Some(allocation::allocate(api, res, &mut new, Some(&cur)).await?)
@@ -564,10 +571,11 @@ where
             allocation::release_unused(api, &cur, (!gone).then_some(&new)).await;
         }
         match result {
-            Ok(kv) => {
+            Ok(kv) if gone => {
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                return Ok(new);
+                return Ok(Arc::new(new));
             }
+            Ok(kv) => return Ok(written(api, &key, kv.mod_revision, new)),
             // Another writer got there first: the next round re-reads and re-checks any precondition.
             Err(StoreError::Conflict { .. }) => continue,
             Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(res, name)),
@@ -592,7 +600,7 @@ fn finish_update(res: &Resource, part: Part, cur: &Value, new: Value) -> ApiResu
     }
     // A no-op write does not bump the resourceVersion.
     if object::same_but_resource_version(&new, cur) {
-        return Ok(Outcome::Unchanged(cur.clone()));
+        return Ok(Outcome::Unchanged);
     }
     // Server-internal writes (binding) change what clients may not, by design.
     if part != Part::Whole {
@@ -619,16 +627,9 @@ async fn update(
     call: &Call,
 ) -> ApiResult<Response<Body>> {
     let res = rr.resource;
-    let mut body = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
     if sub == Some("scale") {
+        let body = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
         return scale_write(api, rr, name, call, ScaleWrite::Replace(body)).await;
-    }
-    super::fields::check_unknown(res, &mut body, call)?;
-    let body_name = object::name_of(&body);
-    if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
     }
     let part = match sub {
         None => Part::Main,
@@ -636,15 +637,35 @@ async fn update(
         Some("status") => Part::Status,
         _ => return Err(ApiError::method_not_allowed()),
     };
+    let body = replacement(res, name, call)?;
     let precondition = body_precondition(&body)?;
     let dry = dry_run(call)?;
+    // The decoded body goes to the first attempt as it is; a retry after a lost race decodes the
+    // request again rather than every attempt copying it.
+    let mut first = Some(body);
     let obj = guaranteed_update(api, res, &rr.namespace, name, part, dry, |_cur| {
-        let mut b = body.clone();
-        meta_mut(&mut b).insert("name".into(), json!(name));
-        Ok((b, precondition))
+        let body = match first.take() {
+            Some(body) => body,
+            None => replacement(res, name, call)?,
+        };
+        Ok((body, precondition))
     })
     .await?;
     object_response(res, 200, &obj, call)
+}
+
+/// The object a PUT sends, with unknown fields dropped and the name from the URL.
+fn replacement(res: &Resource, name: &str, call: &Call) -> ApiResult<Value> {
+    let mut body = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
+    super::fields::check_unknown(res, &mut body, call)?;
+    let body_name = object::name_of(&body);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    meta_mut(&mut body).insert("name".into(), json!(name));
+    Ok(body)
 }
 
 // ---------------------------------------------------------------- patch
@@ -1011,7 +1032,7 @@ pub(super) async fn bind_pod(
     node: &str,
     dry: bool,
 ) -> ApiResult<Value> {
-    guaranteed_update(api, res, namespace, name, Part::Whole, dry, |cur| {
+    let pod = guaranteed_update(api, res, namespace, name, Part::Whole, dry, |cur| {
         if let Some(existing) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
             return Err(ApiError::new(
                 409,
@@ -1036,7 +1057,8 @@ pub(super) async fn bind_pod(
         new["status"]["conditions"] = json!(conds);
         Ok((new, None))
     })
-    .await
+    .await?;
+    Ok(Arc::unwrap_or_clone(pod))
 }
 
 async fn evict(api: &Api, rr: &ResourceRequest, name: &str) -> ApiResult<Response<Body>> {
@@ -1047,7 +1069,7 @@ async fn evict(api: &Api, rr: &ResourceRequest, name: &str) -> ApiResult<Respons
 
 /// Creates an object on behalf of the server itself (initial namespaces and the like).
 pub async fn create_system_object(api: &Api, res: &Resource, namespace: &str, obj: Value) -> ApiResult<Value> {
-    create_object(api, res, namespace, obj, false).await
+    create_object(api, res, namespace, obj, false).await.map(Arc::unwrap_or_clone)
 }
 
 /// Sets a namespace's `spec.finalizers` on behalf of the server itself (the `finalize` subresource).
@@ -1055,5 +1077,5 @@ pub async fn finalize_namespace<F>(api: &Api, res: &Resource, name: &str, mutate
 where
     F: FnMut(&Value) -> ApiResult<(Value, Option<i64>)>,
 {
-    guaranteed_update(api, res, "", name, Part::Finalize, false, mutate).await
+    guaranteed_update(api, res, "", name, Part::Finalize, false, mutate).await.map(Arc::unwrap_or_clone)
 }
