@@ -45,10 +45,35 @@ pub struct Programs {
     pub etcd: PathBuf,
 }
 
+/// Parts of the benchmark that can be run alone (`bench-api --sections …`), for profiling one
+/// of them without waiting for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Section {
+    /// etcd put and get, the storage floor.
+    Etcd,
+    /// Timed creates.
+    Create,
+    /// Updates, with and without watches, and watch delivery.
+    Update,
+    /// Gets and lists.
+    Read,
+    /// Store size under churn, with compaction.
+    Churn,
+    /// RSS with the default flags.
+    Memory,
+}
+
+impl Section {
+    pub const ALL: [Section; 6] =
+        [Section::Etcd, Section::Create, Section::Update, Section::Read, Section::Churn, Section::Memory];
+}
+
 /// How much of everything to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub quick: bool,
+    /// What to run (everything by default).
+    pub sections: Vec<Section>,
     /// Repetitions of every timed phase; the report gives medians.
     pub runs: usize,
     /// Concurrent clients.
@@ -84,6 +109,7 @@ impl Plan {
     pub fn full() -> Plan {
         Plan {
             quick: false,
+            sections: Section::ALL.to_vec(),
             runs: 3,
             levels: vec![1, 10, 100],
             // As many as etcd's puts would take too much memory; enough that a level's phase
@@ -123,6 +149,10 @@ impl Plan {
             phase_cap: Duration::from_secs(30),
             ..Plan::full()
         }
+    }
+
+    fn runs_section(&self, section: Section) -> bool {
+        self.sections.contains(&section)
     }
 
     fn lists_per_client(&self, clients: usize) -> usize {
@@ -248,10 +278,18 @@ pub async fn run(programs: Programs, plan: Plan) -> anyhow::Result<Results> {
         elapsed: Duration::ZERO,
         load_at_end: String::new(),
     };
-    run_etcd(&programs, &plan, &mut results).await.context("etcd section")?;
-    run_api(&programs, &plan, &mut results).await.context("API section")?;
-    run_churn(&programs, &plan, &mut results).await.context("churn section")?;
-    run_default_flags(&programs, &plan, &mut results).await.context("default-flags memory section")?;
+    if plan.runs_section(Section::Etcd) {
+        run_etcd(&programs, &plan, &mut results).await.context("etcd section")?;
+    }
+    if [Section::Create, Section::Update, Section::Read].iter().any(|s| plan.runs_section(*s)) {
+        run_api(&programs, &plan, &mut results).await.context("API section")?;
+    }
+    if plan.runs_section(Section::Churn) {
+        run_churn(&programs, &plan, &mut results).await.context("churn section")?;
+    }
+    if plan.runs_section(Section::Memory) {
+        run_default_flags(&programs, &plan, &mut results).await.context("default-flags memory section")?;
+    }
     results.elapsed = started.elapsed();
     results.load_at_end = procs::load_average();
     Ok(results)
@@ -314,7 +352,8 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
         out
     };
     let mut timed_names = Vec::new();
-    for _ in 0..plan.runs {
+    let create_runs = if plan.runs_section(Section::Create) { plan.runs } else { 0 };
+    for _ in 0..create_runs {
         for &clients in &plan.levels {
             let batch = names(plan.creates);
             timed_names.extend(batch.iter().cloned());
@@ -341,7 +380,8 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
     api.stored_rss = proc_status_bytes(cp.pid(), "VmRSS")?;
 
     // Updates with watchers open; delivery is timed against each write's acknowledgement.
-    for _ in 0..plan.runs {
+    let update_runs = if plan.runs_section(Section::Update) { plan.runs } else { 0 };
+    for _ in 0..update_runs {
         for &clients in &plan.levels {
             let from = keelson::list_resource_version(&cp.target, NAMESPACE).await?;
             let watchers =
@@ -378,40 +418,44 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
         bail!("{} of {stored} pods came back from the update runs", pods.len());
     }
 
-    let names: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.name.clone()).collect());
-    {
-        let mut conn = http::Conn::connect(&cp.target).await?;
-        let reply =
-            conn.call(::http::Method::GET, &format!("/api/v1/namespaces/{NAMESPACE}/pods/{}", names[0]), None).await?;
-        api.pod_json_bytes = reply.body.len();
-    }
-    for _ in 0..plan.runs {
-        for &clients in &plan.levels {
-            let phase = keelson::get(&cp.target, NAMESPACE, clients, names.clone(), plan.gets, plan.deadline()).await?;
-            record(&mut api.get, failures, "get", clients, &phase);
+    if plan.runs_section(Section::Read) {
+        let names: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.name.clone()).collect());
+        {
+            let mut conn = http::Conn::connect(&cp.target).await?;
+            let reply = conn
+                .call(::http::Method::GET, &format!("/api/v1/namespaces/{NAMESPACE}/pods/{}", names[0]), None)
+                .await?;
+            api.pod_json_bytes = reply.body.len();
         }
-    }
-    for run in 0..plan.runs {
-        for &clients in &plan.levels {
-            if run < plan.full_list_runs(clients) {
-                let per_client = plan.lists_per_client(clients);
+        for _ in 0..plan.runs {
+            for &clients in &plan.levels {
                 let phase =
-                    keelson::list_full(&cp.target, NAMESPACE, clients, per_client, stored, plan.deadline()).await?;
-                record(&mut api.list_full, failures, "list full", clients, &phase);
+                    keelson::get(&cp.target, NAMESPACE, clients, names.clone(), plan.gets, plan.deadline()).await?;
+                record(&mut api.get, failures, "get", clients, &phase);
             }
-            let paged = keelson::list_pages(
-                &cp.target,
-                NAMESPACE,
-                clients,
-                plan.pages_per_client(clients),
-                plan.page_limit,
-                stored,
-                plan.deadline(),
-            )
-            .await?;
-            record(&mut api.list_page, failures, "list page", clients, &paged.pages);
-            if !paged.walks.latencies.is_empty() {
-                record(&mut api.list_walk, failures, "list walk", clients, &paged.walks);
+        }
+        for run in 0..plan.runs {
+            for &clients in &plan.levels {
+                if run < plan.full_list_runs(clients) {
+                    let per_client = plan.lists_per_client(clients);
+                    let phase =
+                        keelson::list_full(&cp.target, NAMESPACE, clients, per_client, stored, plan.deadline()).await?;
+                    record(&mut api.list_full, failures, "list full", clients, &phase);
+                }
+                let paged = keelson::list_pages(
+                    &cp.target,
+                    NAMESPACE,
+                    clients,
+                    plan.pages_per_client(clients),
+                    plan.page_limit,
+                    stored,
+                    plan.deadline(),
+                )
+                .await?;
+                record(&mut api.list_page, failures, "list page", clients, &paged.pages);
+                if !paged.walks.latencies.is_empty() {
+                    record(&mut api.list_walk, failures, "list walk", clients, &paged.walks);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use keelson_tests::bench::{self, Plan, Programs};
+use keelson_tests::bench::{self, Plan, Programs, Section};
 
 #[derive(Debug, Parser)]
 #[command(name = "bench-api", about = "Keelson API benchmark against a real etcd as the storage floor")]
@@ -25,6 +25,13 @@ struct Args {
     /// Repetitions of every timed phase (default: 3, or 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=20))]
     runs: Option<u16>,
+    /// Only these sections (comma-separated; default: all), e.g. `--sections update` to profile
+    /// the update path. Updates and reads store their Pods first, untimed.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    sections: Vec<Section>,
+    /// Only these numbers of concurrent clients (comma-separated; default: 1,10,100).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=1000))]
+    levels: Vec<u16>,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +42,12 @@ fn main() -> ExitCode {
     let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
     if let Some(runs) = args.runs {
         plan.runs = usize::from(runs);
+    }
+    if !args.sections.is_empty() {
+        plan.sections = args.sections;
+    }
+    if !args.levels.is_empty() {
+        plan.levels = args.levels.into_iter().map(usize::from).collect();
     }
     let programs = Programs { control_plane: args.control_plane, etcd: args.etcd };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
