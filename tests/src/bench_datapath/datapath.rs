@@ -1,10 +1,6 @@
 //! The datapaths under test, and the one place a new one is added: [`Mode`] lists them and
 //! [`Mode::datapath`] builds each. The no-NAT floor is not a mode: it is the same traffic with no
 //! rules at all.
-//!
-//! To add the eBPF datapath: implement [`Datapath`] over `node_agent::datapath` (load and attach
-//! in the node namespace, write the service maps from the [`ServiceTable`]) and return it from
-//! `Mode::Ebpf` below; the run, the report and the ratios pick it up.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +10,7 @@ use anyhow::Context as _;
 
 use super::services::{Service, ServiceTable};
 use super::topology::Netns;
-use super::{iptables, nftables};
+use super::{ebpf, iptables, nftables};
 
 /// How one datapath programs Services into the node namespace.
 pub trait Datapath {
@@ -63,10 +59,10 @@ impl Mode {
     }
 
     /// The datapath, or `None` when it does not exist yet. `scratch` is a private directory for
-    /// rule files.
+    /// rule files and mounts.
     pub fn datapath(self, scratch: &Path) -> Option<Box<dyn Datapath>> {
         match self {
-            Mode::Ebpf => None,
+            Mode::Ebpf => Some(Box::new(ebpf::Ebpf::new(scratch))),
             Mode::Iptables => Some(Box::new(iptables::Iptables::new(scratch))),
             Mode::Nftables => Some(Box::new(nftables::Nftables::new(scratch))),
         }

@@ -24,6 +24,7 @@
 //! Like a `main.rs`, it uses `anyhow`: it is a program split into files, not a library.
 
 pub mod datapath;
+pub mod ebpf;
 pub mod iptables;
 pub mod nftables;
 pub mod report;

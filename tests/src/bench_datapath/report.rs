@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::bench::stats::{Table, fmt_ns, fmt_rate, median_f64, median_u64};
 
+use super::datapath::Mode;
 use super::services::{SERVICE_PORT, TARGET_PORT};
 use super::{Floor, Latency, Measured, Results, SLOW_CONNECT_NS};
 
@@ -34,7 +35,11 @@ fn us(ns: u64) -> String {
 }
 
 fn ratio(value: f64, base: f64) -> String {
-    if base <= 0.0 { "–".into() } else { format!("{:.2}×", value / base) }
+    match value / base {
+        _ if base <= 0.0 => "–".into(),
+        r if r < 0.01 => format!("{r:.5}×"),
+        r => format!("{r:.2}×"),
+    }
 }
 
 pub fn render(results: &Results) -> String {
@@ -111,8 +116,16 @@ pub fn render(results: &Results) -> String {
         }
     }
     out.push_str(&table.render());
+    if results.modes.iter().any(|m| m.mode == Mode::Ebpf && m.version.is_some()) {
+        let _ = writeln!(
+            out,
+            "eBPF: the client runs in a cgroup with Keelson's socket programs attached, as pods do on a Keelson \
+             node: connect4 picks the backend at connect time and no packet is translated in the node. \
+             Clients outside the cgroup (NodePort from other hosts) take the TC/XDP path, not measured here."
+        );
+    }
 
-    let _ = writeln!(out, "\n-- rule programming (wall time of iptables-restore / nft -f) --");
+    let _ = writeln!(out, "\n-- programming (wall time of iptables-restore / nft -f / the eBPF map writes) --");
     let mut table = Table::new(&["mode", "services", "full sync", "n", "one endpoint change", "max", "n"]);
     for mode in &results.modes {
         if mode.version.is_none() {
@@ -161,7 +174,8 @@ pub fn render(results: &Results) -> String {
         }
     }
     out.push_str(&table.render());
-    let _ = writeln!(out, "(the eBPF row will also carry its ratios to each baseline once it is built)");
+    versus_baselines(&mut out, results);
+    targets(&mut out, results, floor_latency.p50, floor_rate);
 
     let _ = writeln!(out, "\n-- checks --");
     let before = medians(&results.floor_before.latency);
@@ -219,6 +233,89 @@ pub fn render(results: &Results) -> String {
         }
     }
     out
+}
+
+/// The eBPF datapath's figures as ratios of each baseline's at the same size.
+fn versus_baselines(out: &mut String, results: &Results) {
+    let Some(ebpf) = results.modes.iter().find(|m| m.mode == Mode::Ebpf && m.version.is_some()) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n-- eBPF as a ratio of each baseline at the same size (latency and programming time: below 1 is \
+         better; conn/s: above 1 is better) --"
+    );
+    let mut table =
+        Table::new(&["baseline", "services", "last p50", "last p99", "conn/s", "full sync", "endpoint change"]);
+    for base in results.modes.iter().filter(|m| m.mode != Mode::Ebpf && m.version.is_some()) {
+        for size in &ebpf.sizes {
+            let Some(other) = base.sizes.iter().find(|s| s.services == size.services) else { continue };
+            let (mine, theirs) = (medians(&size.last), medians(&other.last));
+            let f = |ns: u64| ns as f64;
+            table.row(vec![
+                base.mode.label().into(),
+                size.services.to_string(),
+                ratio(f(mine.p50), f(theirs.p50)),
+                ratio(f(mine.p99), f(theirs.p99)),
+                ratio(rate_median(&size.rate), rate_median(&other.rate)),
+                ratio(f(duration_median(&size.full_syncs)), f(duration_median(&other.full_syncs))),
+                ratio(f(duration_median(&size.changes)), f(duration_median(&other.changes))),
+            ]);
+        }
+    }
+    out.push_str(&table.render());
+}
+
+/// Connect p50 at most this many times the floor's.
+const CONNECT_P50_TARGET: f64 = 1.05;
+/// Connections per second at least this share of the floor's.
+const RATE_TARGET: f64 = 0.95;
+const ENDPOINT_CHANGE_TARGET: Duration = Duration::from_millis(1);
+const FULL_SYNC_TARGET: Duration = Duration::from_millis(200);
+
+/// The issue's targets, checked on the eBPF datapath at the largest size measured.
+fn targets(out: &mut String, results: &Results, floor_p50: u64, floor_rate: f64) {
+    let Some(ebpf) = results.modes.iter().find(|m| m.mode == Mode::Ebpf && m.version.is_some()) else {
+        return;
+    };
+    let Some(size) = ebpf.sizes.iter().max_by_key(|s| s.services) else { return };
+    let n = size.services;
+    let _ = writeln!(out, "\n-- targets (eBPF at {n} services) --");
+    let pass = |ok: bool| if ok { "PASS" } else { "MISS" }.to_owned();
+    let mut table = Table::new(&["target", "measured", "result"]);
+    let last = medians(&size.last);
+    let p50 = last.p50 as f64 / floor_p50.max(1) as f64;
+    table.row(vec![
+        format!("connect p50 to the last Service ≤ {CONNECT_P50_TARGET}× the floor"),
+        format!("{} µs vs {} µs = {p50:.2}×", us(last.p50), us(floor_p50)),
+        pass(p50 <= CONNECT_P50_TARGET),
+    ]);
+    let rate = rate_median(&size.rate) / floor_rate.max(f64::MIN_POSITIVE);
+    table.row(vec![
+        format!("conn/s to the last Service ≥ {RATE_TARGET}× the floor"),
+        format!("{}/s vs {}/s = {rate:.2}×", fmt_rate(rate_median(&size.rate)), fmt_rate(floor_rate)),
+        pass(rate >= RATE_TARGET),
+    ]);
+    let change = size.changes.iter().max().copied().unwrap_or_default();
+    table.row(vec![
+        format!("one endpoint change ≤ {} ms (slowest of {})", ENDPOINT_CHANGE_TARGET.as_millis(), size.changes.len()),
+        fmt_ns(change.as_nanos() as u64),
+        pass(!size.changes.is_empty() && change <= ENDPOINT_CHANGE_TARGET),
+    ]);
+    let sync = Duration::from_nanos(duration_median(&size.full_syncs));
+    table.row(vec![
+        format!("full sync of {n} Services ≤ {} ms", FULL_SYNC_TARGET.as_millis()),
+        fmt_ns(sync.as_nanos() as u64),
+        pass(!size.full_syncs.is_empty() && sync <= FULL_SYNC_TARGET),
+    ]);
+    let direct = medians(&size.non_service);
+    let direct_ratio = direct.p50 as f64 / floor_p50.max(1) as f64;
+    table.row(vec![
+        format!("non-service connect p50 ≤ {CONNECT_P50_TARGET}× the floor (traffic unaffected)"),
+        format!("{} µs = {direct_ratio:.2}×", us(direct.p50)),
+        pass(direct_ratio <= CONNECT_P50_TARGET),
+    ]);
+    out.push_str(&table.render());
 }
 
 /// The row of a datapath that does not exist yet.

@@ -40,6 +40,19 @@ unsafe extern "C" {
     fn listen(fd: i32, backlog: i32) -> i32;
     fn socket(domain: i32, kind: i32, protocol: i32) -> i32;
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn umount2(target: *const core::ffi::c_char, flags: i32) -> i32;
+}
+
+/// `MNT_DETACH` from `<sys/mount.h>`.
+const MNT_DETACH: i32 = 2;
+
+/// Lazily unmounts `path` (`umount -l`).
+pub fn unmount(path: &std::path::Path) -> io::Result<()> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mount point with a NUL byte"))?;
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; umount2 only reads it.
+    let rc = unsafe { umount2(path.as_ptr(), MNT_DETACH) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Moves the calling thread (only it) into the network namespace open as `file`.
