@@ -96,9 +96,7 @@ impl Encoder {
         {
             return Bytes::from(f);
         }
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
-        line.push(b'\n');
-        Bytes::from(line)
+        json_line(kind, object)
     }
 
     fn bookmark(&mut self, rv: i64, initial_end: bool) -> Bytes {
@@ -115,7 +113,20 @@ impl Encoder {
 }
 
 fn error_event(e: &ApiError) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).expect("json");
+    json_line("ERROR", &e.status())
+}
+
+/// One JSON watch event and its newline, serialized straight from `object` (building a
+/// `{"type", "object"}` value first would copy the whole object).
+fn json_line(kind: &str, object: &Value) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut line = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut line, &Event { kind, object }).expect("json serializes");
     line.push(b'\n');
     Bytes::from(line)
 }
