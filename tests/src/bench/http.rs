@@ -157,3 +157,54 @@ impl Conn {
         tokio::time::timeout(timeout, exchange).await.context("request timed out")?
     }
 }
+
+/// A watch response read line by line (one JSON event per line).
+pub struct WatchStream {
+    /// Keeps the connection's sender alive while the stream is read.
+    _conn: Conn,
+    body: Incoming,
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already handed out as lines.
+    consumed: usize,
+}
+
+impl WatchStream {
+    /// GETs `path` (a `watch=true` URL) on a connection of its own and returns once the server
+    /// has answered 200, so that every later change reaches this stream.
+    pub async fn open(target: &Target, path: &str) -> anyhow::Result<WatchStream> {
+        let mut conn = Conn::connect(target).await?;
+        let response = conn.open(Method::GET, path, None).await?;
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            bail!("GET {path} → {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(WatchStream { _conn: conn, body: response.into_body(), buffer: Vec::new(), consumed: 0 })
+    }
+
+    /// Waits for more of the stream: when it arrived, or why the stream stopped.
+    pub async fn read(&mut self) -> Result<std::time::Instant, String> {
+        self.buffer.drain(..self.consumed);
+        self.consumed = 0;
+        loop {
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                        return Ok(std::time::Instant::now());
+                    }
+                }
+                Some(Err(error)) => return Err(format!("watch stream: {error}")),
+                None => return Err("watch stream ended".into()),
+            }
+        }
+    }
+
+    /// The next complete line read so far, without its newline.
+    pub fn next_line(&mut self) -> Option<&[u8]> {
+        let start = self.consumed;
+        let end = start + self.buffer[start..].iter().position(|b| *b == b'\n')?;
+        self.consumed = end + 1;
+        Some(&self.buffer[start..end])
+    }
+}

@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::http::{Conn, Reply, Target};
+use super::http::{Conn, Reply, Target, WatchStream};
 use super::stats::{Phase, XorShift};
 
 /// A Pod the benchmark created, with the resource version of its last write.
@@ -479,20 +478,11 @@ pub async fn start_watchers(
     let (last, _) = watch::channel(None);
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut conn = Conn::connect(target).await?;
         let path = format!("/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={from_rv}");
-        let response = conn.open(Method::GET, &path, None).await?;
-        if response.status() != StatusCode::OK {
-            let status = response.status();
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            bail!("GET {path} → {status} {}", String::from_utf8_lossy(&body));
-        }
+        let mut stream = WatchStream::open(target, &path).await?;
         let mut stop = last.subscribe();
         tasks.push(tokio::spawn(async move {
-            let _conn = conn; // keeps the connection's sender alive while the stream is read
-            let mut body = response.into_body();
             let mut log = WatchLog::default();
-            let mut buffer: Vec<u8> = Vec::new();
             let mut newest = 0i64;
             loop {
                 if let Some(target) = *stop.borrow_and_update()
@@ -500,34 +490,22 @@ pub async fn start_watchers(
                 {
                     break;
                 }
-                let frame = tokio::select! {
-                    frame = body.frame() => frame,
+                let read = tokio::select! {
+                    read = stream.read() => read,
                     changed = stop.changed() => { if changed.is_err() { break; } continue; }
                     () = tokio::time::sleep_until(deadline.into()) => {
                         log.error.get_or_insert_with(|| "watch stopped at its deadline".into());
                         break;
                     }
                 };
-                let received = Instant::now();
-                let data = match frame {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_) => continue,
-                    },
-                    Some(Err(error)) => {
-                        log.error = Some(format!("watch stream: {error}"));
-                        break;
-                    }
-                    None => {
-                        log.error = Some("watch stream ended".into());
+                let received = match read {
+                    Ok(received) => received,
+                    Err(why) => {
+                        log.error = Some(why);
                         break;
                     }
                 };
-                buffer.extend_from_slice(&data);
-                let mut consumed = 0;
-                while let Some(end) = buffer[consumed..].iter().position(|b| *b == b'\n') {
-                    let line = &buffer[consumed..consumed + end];
-                    consumed += end + 1;
+                while let Some(line) = stream.next_line() {
                     match serde_json::from_slice::<WatchEvent>(line) {
                         Ok(event) if event.kind == "ADDED" || event.kind == "MODIFIED" => {
                             if let Ok(rv) = event.object.metadata.resource_version.parse::<i64>() {
@@ -550,7 +528,6 @@ pub async fn start_watchers(
                         }
                     }
                 }
-                buffer.drain(..consumed);
             }
             log
         }));

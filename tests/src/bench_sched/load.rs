@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::bench::http::{Conn, Target};
+use crate::bench::http::{Conn, Target, WatchStream};
 
 /// A Pod as scheduler_perf's SchedulingBasic makes them: one container with small requests, no
 /// affinity, no spread constraints.
@@ -175,28 +174,23 @@ impl BindWatch {
         stall: Duration,
         deadline: Instant,
     ) -> anyhow::Result<BindWatch> {
-        let mut conn = Conn::connect(target).await?;
         let path = format!("/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={from_rv}");
-        let response = conn.open(Method::GET, &path, None).await?;
-        if response.status() != StatusCode::OK {
-            let status = response.status();
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            bail!("GET {path} → {status} {}", String::from_utf8_lossy(&body));
-        }
+        let mut stream = WatchStream::open(target, &path).await?;
         let task = tokio::spawn(async move {
-            let _conn = conn; // keeps the connection's sender alive while the stream is read
-            let mut body = response.into_body();
             let mut out = Bindings::default();
             let mut bound: HashSet<String> = HashSet::with_capacity(expected);
             let mut nodes: HashSet<String> = HashSet::new();
-            let mut buffer: Vec<u8> = Vec::new();
             let mut last_progress = Instant::now();
             while bound.len() < expected {
                 let wait = stall
                     .saturating_sub(last_progress.elapsed())
                     .min(deadline.saturating_duration_since(Instant::now()));
-                let frame = match tokio::time::timeout(wait, body.frame()).await {
-                    Ok(frame) => frame,
+                let received = match tokio::time::timeout(wait, stream.read()).await {
+                    Ok(Ok(received)) => received,
+                    Ok(Err(why)) => {
+                        out.error = Some(format!("{why} with {} of {expected} bound", bound.len()));
+                        break;
+                    }
                     Err(_) => {
                         out.error = Some(if Instant::now() >= deadline {
                             format!("time cap reached with {} of {expected} Pods bound", bound.len())
@@ -206,26 +200,7 @@ impl BindWatch {
                         break;
                     }
                 };
-                let received = Instant::now();
-                let data = match frame {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_) => continue,
-                    },
-                    Some(Err(error)) => {
-                        out.error = Some(format!("watch stream: {error}"));
-                        break;
-                    }
-                    None => {
-                        out.error = Some(format!("watch stream ended with {} of {expected} bound", bound.len()));
-                        break;
-                    }
-                };
-                buffer.extend_from_slice(&data);
-                let mut consumed = 0;
-                while let Some(end) = buffer[consumed..].iter().position(|b| *b == b'\n') {
-                    let line = &buffer[consumed..consumed + end];
-                    consumed += end + 1;
+                while let Some(line) = stream.next_line() {
                     match serde_json::from_slice::<Event<'_>>(line) {
                         Ok(event) if event.kind == "ADDED" || event.kind == "MODIFIED" => {
                             let node = event.object.spec.and_then(|s| s.node_name).unwrap_or_default();
@@ -255,7 +230,6 @@ impl BindWatch {
                         }
                     }
                 }
-                buffer.drain(..consumed);
             }
             out.nodes_used = nodes.len();
             out
