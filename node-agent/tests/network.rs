@@ -7,12 +7,14 @@
 //! Everything lives in namespaces this test creates; they are all deleted on drop, also when an
 //! assertion fails. Nothing is added to the host's own namespace.
 
+#[path = "../../tests/support/icmp.rs"]
+mod icmp;
+
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use kube::api::ObjectMeta;
@@ -194,7 +196,7 @@ impl Topology {
             scope
                 .spawn(|| {
                     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter netns");
-                    echo(dst, Duration::from_secs(1))
+                    icmp::ping(dst, Duration::from_secs(1))
                 })
                 .join()
                 .expect("ping thread")
@@ -209,79 +211,6 @@ impl Drop for Topology {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// One ICMP echo over a raw socket in the calling thread's namespace.
-fn echo(dst: Ipv4Addr, timeout: Duration) -> bool {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
-    assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-    // SAFETY: the option value points at a live timeval of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
-    let id = (std::process::id() & 0xffff) as u16;
-    let mut req = vec![8u8, 0, 0, 0];
-    req.extend_from_slice(&id.to_be_bytes());
-    req.extend_from_slice(&1u16.to_be_bytes());
-    req.extend_from_slice(b"keelson-node-agent-network-test");
-    let sum = checksum(&req);
-    req[2..4].copy_from_slice(&sum.to_be_bytes());
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: buffer and address are live and their lengths are the ones passed.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        // ENETUNREACH from an `unreachable` route, for instance.
-        return false;
-    }
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        // SAFETY: buf is live and writable for its full length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 20 {
-            continue;
-        }
-        let pkt = &buf[..n as usize];
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-        if pkt.len() >= ihl + 8 && src == dst && pkt[ihl] == 0 && pkt[ihl + 4..ihl + 6] == id.to_be_bytes() {
-            return true;
-        }
-    }
-    false
 }
 
 fn node(i: usize) -> Node {

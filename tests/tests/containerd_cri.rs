@@ -12,12 +12,13 @@
 //! `target/debug/keelson`: `cargo test --workspace` builds it (cni-plugin's integration tests need it), and
 //! when this test runs alone, `cargo build -p cni-plugin` must come first.
 
+#[path = "../support/icmp.rs"]
+mod icmp;
 mod support_images;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -259,78 +260,6 @@ fn host_link_exists(name: &str) -> bool {
     Command::new("ip").args(["-o", "link", "show", "dev", name]).output().expect("run ip").status.success()
 }
 
-/// Whether `address` answers one ICMP echo within `timeout`, sent from this (the host) namespace over a raw
-/// socket (no `ping` binary needed).
-fn ping(dst: Ipv4Addr, timeout: Duration) -> bool {
-    static SEQUENCE: AtomicUsize = AtomicUsize::new(1);
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) as u16;
-    let identifier = (std::process::id() as u16) ^ 0x5a5a;
-    // SAFETY: plain socket(2) call; the descriptor is owned by `OwnedFd` right after.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
-    assert!(raw >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-
-    let mut packet = [0u8; 24];
-    packet[0] = 8; // echo request
-    packet[4..6].copy_from_slice(&identifier.to_be_bytes());
-    packet[6..8].copy_from_slice(&sequence.to_be_bytes());
-    packet[8..].copy_from_slice(b"keelson-cri-test");
-    let mut sum: u32 = packet.chunks(2).map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    packet[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    let address = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `packet` and `address` outlive the call and the lengths match them.
-    let sent = unsafe {
-        libc::sendto(
-            fd,
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&raw const address).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return false;
-    }
-    let deadline = Instant::now() + timeout;
-    let mut buffer = [0u8; 1500];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis().max(1) as libc::c_int) };
-        if ready <= 0 {
-            return false;
-        }
-        // SAFETY: `buffer` is writable for its whole length.
-        let size = unsafe { libc::recv(fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
-        if size < 20 {
-            continue;
-        }
-        let received = &buffer[..size as usize];
-        let header = usize::from(received[0] & 0x0f) * 4;
-        let source = Ipv4Addr::new(received[12], received[13], received[14], received[15]);
-        let Some(icmp) = received.get(header..header + 8) else { continue };
-        if source == dst
-            && icmp[0] == 0
-            && icmp[4..6] == identifier.to_be_bytes()
-            && icmp[6..8] == sequence.to_be_bytes()
-        {
-            return true;
-        }
-    }
-    false
-}
-
 fn in_pod_cidr(address: Ipv4Addr) -> bool {
     let (network, prefix) = POD_CIDR.split_once('/').expect("CIDR");
     let network: Ipv4Addr = network.parse().expect("network address");
@@ -433,7 +362,7 @@ fn cri_sandbox_gets_its_address_from_keelson_and_is_reachable() {
                     .and_then(|ns| ns["path"].as_str().map(PathBuf::from))
             });
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(address, Duration::from_millis(500)) {
+        while !icmp::ping(address, Duration::from_millis(500)) {
             assert!(Instant::now() < deadline, "sandbox {address} never answered ICMP echo from the host");
         }
         (address, netns)
