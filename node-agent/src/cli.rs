@@ -4,6 +4,11 @@
 //! `node-agent hollow --kubeconfig F --nodes N …` runs N hollow nodes until SIGTERM or Ctrl-C.
 //! `node-agent network --kubeconfig F --node-name N …` keeps this node's CNI configuration and
 //! its routes to the other nodes' pod CIDRs current.
+//! `node-agent proxy --kubeconfig F [--pin-dir D] [--cgroup C]` loads the eBPF datapath (maps
+//! pinned in D), attaches its socket programs to the cgroup C and keeps its service table equal
+//! to the cluster's Services and EndpointSlices until SIGTERM or Ctrl-C.
+//! `node-agent lb list|stats [--pin-dir D]` prints the services and backends, or the counters,
+//! held by the maps pinned in D.
 //! Usage errors (bad flags, invalid values) exit with 64.
 
 use std::path::PathBuf;
@@ -30,6 +35,45 @@ enum Command {
     Hollow(HollowArgs),
     /// Pod network of this node: CNI configuration, plugin install, routes between nodes.
     Network(NetworkArgs),
+    /// eBPF service proxy (kube-proxy replacement): program Services and EndpointSlices.
+    Proxy(ProxyArgs),
+    /// Show what the pinned service load balancer maps hold.
+    Lb {
+        #[command(subcommand)]
+        command: LbCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ProxyArgs {
+    /// Kubeconfig of the API server.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Pin the datapath's maps in this bpffs directory (they outlive the process).
+    #[arg(long, env = "KEELSON_PIN_DIR", default_value = crate::datapath::bpffs::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Attach the socket programs to this cgroup v2 directory (one the project created, never a
+    /// root cgroup); without it the maps are programmed but nothing is attached.
+    #[arg(long, env = "KEELSON_CGROUP")]
+    cgroup: Option<PathBuf>,
+    /// How long a burst of watch events is collected before it is applied (e.g. 20ms).
+    #[arg(long, env = "KEELSON_PROXY_DEBOUNCE", default_value = "20ms", value_parser = parse_duration)]
+    debounce: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum LbCommand {
+    /// The services and their backends as programmed in the maps.
+    List(LbArgs),
+    /// The datapath's counters, summed over the CPUs.
+    Stats(LbArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct LbArgs {
+    /// The bpffs directory the datapath's maps are pinned in.
+    #[arg(long, env = "KEELSON_PIN_DIR", default_value = crate::datapath::bpffs::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,6 +190,9 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Network(n) => Work::Network(n),
+        Command::Proxy(p) => Work::Proxy(p),
+        // Reads the maps and prints; no runtime, no logging set-up.
+        Command::Lb { command } => return lb(command),
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -154,6 +201,7 @@ pub fn main() -> ExitCode {
     let result = match work {
         Work::Hollow(cfg) => rt.block_on(run_hollow(cfg)),
         Work::Network(n) => rt.block_on(run_network(n)),
+        Work::Proxy(p) => rt.block_on(run_proxy(p)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,16 +215,11 @@ pub fn main() -> ExitCode {
 enum Work {
     Hollow(HollowConfig),
     Network(NetworkArgs),
+    Proxy(ProxyArgs),
 }
 
-async fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
-    let client = crate::hollow::connect(&args.kubeconfig).await.context("connect to the API server")?;
-    let cfg = crate::network::NetworkConfig {
-        cni_conf_dir: args.cni_conf_dir,
-        cni_bin_dir: args.cni_bin_dir,
-        plugin_path: args.plugin,
-        mtu: args.mtu,
-    };
+/// A token cancelled by the first SIGTERM or Ctrl-C.
+fn shutdown_token() -> anyhow::Result<tokio_util::sync::CancellationToken> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let stop = cancel.clone();
     let mut term =
@@ -188,6 +231,65 @@ async fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
         }
         stop.cancel();
     });
+    Ok(cancel)
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    use crate::datapath::{self, Datapath, bpffs};
+    // The default pin directory lives on the usual bpffs mount, which a fresh machine may lack.
+    if args.pin_dir.starts_with(bpffs::DEFAULT_MOUNT) {
+        bpffs::ensure_mounted(std::path::Path::new(bpffs::DEFAULT_MOUNT)).context("mount bpffs")?;
+    }
+    let mut datapath =
+        Datapath::load(&datapath::Config { pin_dir: Some(args.pin_dir.clone()) }).context("load the eBPF datapath")?;
+    match &args.cgroup {
+        Some(cgroup) => datapath.attach_cgroup(cgroup).context("attach the socket programs")?,
+        None => tracing::warn!("no --cgroup: the service table is programmed but no socket is load balanced"),
+    }
+    let client = crate::hollow::connect(&args.kubeconfig).await.context("connect to the API server")?;
+    let cancel = shutdown_token()?;
+    tracing::info!(
+        pin_dir = %args.pin_dir.display(),
+        cgroup = ?args.cgroup,
+        object = datapath::OBJECT_ORIGIN,
+        "service proxy running"
+    );
+    let config = crate::proxy::ProxyConfig { debounce: args.debounce, ..Default::default() };
+    crate::proxy::run(client, &mut datapath, &config, cancel).await;
+    // Dropping the datapath detaches the programs; the pinned maps stay for the next start.
+    Ok(())
+}
+
+/// `node-agent lb list|stats`.
+fn lb(command: LbCommand) -> ExitCode {
+    let (LbCommand::List(args) | LbCommand::Stats(args)) = &command;
+    let shown = crate::datapath::PinnedMaps::open(&args.pin_dir).and_then(|maps| match command {
+        LbCommand::List(_) => maps.services().map(|services| crate::proxy::show::service_list(&services)),
+        LbCommand::Stats(_) => maps
+            .counters()
+            .map(|counters| crate::proxy::show::counter_list(counters.iter().map(|(c, v)| (c.name(), *v)))),
+    });
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("node-agent: {:#}", anyhow::Error::new(error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
+    let client = crate::hollow::connect(&args.kubeconfig).await.context("connect to the API server")?;
+    let cfg = crate::network::NetworkConfig {
+        cni_conf_dir: args.cni_conf_dir,
+        cni_bin_dir: args.cni_bin_dir,
+        plugin_path: args.plugin,
+        mtu: args.mtu,
+    };
+    let cancel = shutdown_token()?;
     crate::network::run(client, &args.node_name, cfg, cancel).await.context("pod network")
 }
 
@@ -243,5 +345,20 @@ mod tests {
             .expect("parses");
         let Command::Hollow(h) = bad.command else { panic!("hollow subcommand") };
         assert!(h.config().is_err(), "invalid memory is a usage error");
+    }
+
+    #[test]
+    fn proxy_and_lb_flags() {
+        let args = Args::try_parse_from(["node-agent", "proxy", "--kubeconfig", "/k", "--cgroup", "/sys/fs/cgroup/k"])
+            .expect("valid flags");
+        let Command::Proxy(p) = args.command else { panic!("proxy subcommand") };
+        assert_eq!(p.pin_dir, PathBuf::from(crate::datapath::bpffs::DEFAULT_PIN_DIR));
+        assert_eq!(p.cgroup, Some(PathBuf::from("/sys/fs/cgroup/k")));
+        assert_eq!(p.debounce, Duration::from_millis(20));
+        let args =
+            Args::try_parse_from(["node-agent", "lb", "list", "--pin-dir", "/sys/fs/bpf/x"]).expect("valid flags");
+        let Command::Lb { command: LbCommand::List(l) } = args.command else { panic!("lb list subcommand") };
+        assert_eq!(l.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
+        assert!(Args::try_parse_from(["node-agent", "lb", "stats", "extra"]).is_err());
     }
 }

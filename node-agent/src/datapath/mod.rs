@@ -116,6 +116,8 @@ pub enum Error {
     ServiceIdsExhausted,
     #[error("open the eBPF log buffer")]
     Logger(#[source] aya_log::Error),
+    #[error("no datapath pinned at {}; is `node-agent proxy` running?", dir.display())]
+    NotPinned { dir: PathBuf },
 }
 
 impl Error {
@@ -276,6 +278,75 @@ impl Datapath {
             self.programmed = Some(programmed);
         }
         result
+    }
+}
+
+/// A look at the maps a running datapath pinned in a directory, for operators (`node-agent lb
+/// list|stats`): opens the pins only, loads and attaches nothing, and never writes (the kernel
+/// hands out read-write descriptors for pins; this type only reads through them).
+pub struct PinnedMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, BackendKey, Backend>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl PinnedMaps {
+    /// Opens the maps pinned in `dir` ([`Config::pin_dir`] of the running datapath). Only the
+    /// maps read here must be there, so a datapath pinning more maps is still shown.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        if ![SERVICES, BACKENDS, COUNTERS].iter().all(|name| dir.join(name).exists()) {
+            return Err(Error::NotPinned { dir: dir.to_owned() });
+        }
+        let open = |map: &'static str| {
+            aya::maps::MapData::from_pin(dir.join(map))
+                .and_then(aya::maps::Map::from_map_data)
+                .map_err(|source| Error::OpenMap { map, source })
+        };
+        Ok(Self {
+            services: HashMap::try_from(open(SERVICES)?).map_err(|source| Error::OpenMap { map: SERVICES, source })?,
+            backends: HashMap::try_from(open(BACKENDS)?).map_err(|source| Error::OpenMap { map: BACKENDS, source })?,
+            counters: PerCpuArray::try_from(open(COUNTERS)?)
+                .map_err(|source| Error::OpenMap { map: COUNTERS, source })?,
+        })
+    }
+
+    /// The programmed services with their datapath ids, ordered by frontend; backends in slot
+    /// order. A service caught in the middle of an update shows the slots readable right now.
+    pub fn services(&self) -> Result<Vec<(u32, Service)>, Error> {
+        let mut table = Vec::new();
+        for entry in self.services.iter() {
+            let (key, value) = entry.map_err(|source| Error::MapRead { map: SERVICES, source })?;
+            let Some(proto) = Protocol::from_ipproto(key.proto) else {
+                continue;
+            };
+            let mut backends = Vec::with_capacity(value.count as usize);
+            for slot in 0..value.count {
+                match self.backends.get(&BackendKey { service: value.id, slot }, 0) {
+                    Ok(backend) => backends.push(backend.socket_addr()),
+                    Err(error) if is_absent(&error) => break,
+                    Err(source) => return Err(Error::MapRead { map: BACKENDS, source }),
+                }
+            }
+            table.push((value.id, Service { vip: key.vip(), port: key.port(), proto, backends }));
+        }
+        table.sort_by_key(|(_, s)| (s.vip, s.port, s.proto));
+        Ok(table)
+    }
+
+    /// Every counter the pinned array has (a datapath pinned by an older build may have fewer),
+    /// summed over the CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, Error> {
+        Counter::ALL
+            .iter()
+            .filter(|&&counter| (counter as u32) < self.counters.len())
+            .map(|&counter| {
+                let values = self
+                    .counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| Error::MapRead { map: COUNTERS, source })?;
+                Ok((counter, values.iter().sum()))
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,423 @@
+//! The desired service table: Services and EndpointSlices in, [`datapath::Service`]s out. Pure
+//! functions only, so that every rule below is unit tested without a cluster or a kernel.
+//!
+//! The rules follow kube-proxy's:
+//! - a Service gets frontends only with an IPv4 ClusterIP (`spec.clusterIPs`, else
+//!   `spec.clusterIP`): headless (`None`) and `ExternalName` Services have none, and neither has a
+//!   Service that asks for another proxy (label `service.kubernetes.io/service-proxy-name`);
+//! - one frontend per TCP or UDP port of the Service (SCTP is not supported by the datapath);
+//! - its backends come from the EndpointSlices of the same namespace labelled
+//!   `kubernetes.io/service-name: <service>` with `addressType: IPv4`: every endpoint that is ready
+//!   (a missing `ready` counts as ready) and not terminating, at its first address, on the port of
+//!   the slice whose name and protocol equal the Service port's (empty names match);
+//! - backends are deduplicated and sorted by address and port, so the same objects always give
+//!   the same table.
+//!
+//! Terminating endpoints are left out entirely (new connections never go to them); falling back
+//! to serving terminating endpoints when nothing is ready is a later feature.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::{Service as KubeService, ServicePort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+
+use crate::datapath::{Protocol, Service};
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Services with this label (non-empty) are programmed by another proxy, not by us.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// The name of the Service an EndpointSlice belongs to, from its label.
+pub fn slice_service_name(slice: &EndpointSlice) -> Option<&str> {
+    slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).map(String::as_str).filter(|name| !name.is_empty())
+}
+
+/// The IPv4 ClusterIP of a Service that gets frontends; `None` for headless, `ExternalName`,
+/// IPv6-only and other-proxy Services.
+pub fn cluster_ip(service: &KubeService) -> Option<Ipv4Addr> {
+    let other_proxy = service
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SERVICE_PROXY_NAME_LABEL))
+        .is_some_and(|name| !name.is_empty());
+    let spec = service.spec.as_ref()?;
+    if other_proxy || spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    // "None" (headless) and "" do not parse; the first IPv4 family wins in dual-stack.
+    let mut ips = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter());
+    ips.find_map(|ip| ip.parse::<Ipv4Addr>().ok())
+}
+
+/// The frontends of one Service and their backends, from the EndpointSlices given (slices of
+/// other Services, other namespaces or other address types are ignored, so the caller may pass
+/// more than the Service's own). Ordered by port, then protocol.
+pub fn service_frontends<'a>(
+    service: &KubeService,
+    slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
+) -> Vec<Service> {
+    let Some(vip) = cluster_ip(service) else {
+        return Vec::new();
+    };
+    let (Some(name), namespace) = (service.metadata.name.as_deref(), service.metadata.namespace.as_deref()) else {
+        return Vec::new();
+    };
+    let own: Vec<&EndpointSlice> = slices
+        .into_iter()
+        .filter(|slice| {
+            slice.address_type == "IPv4"
+                && slice_service_name(slice) == Some(name)
+                && slice.metadata.namespace.as_deref() == namespace
+        })
+        .collect();
+    let mut frontends: Vec<Service> = service
+        .spec
+        .iter()
+        .flat_map(|spec| spec.ports.iter().flatten())
+        .filter_map(|port| {
+            let proto = protocol(port.protocol.as_deref())?;
+            let port_number = u16::try_from(port.port).ok().filter(|&p| p != 0)?;
+            let backends = backends(port, proto, &own);
+            Some(Service { vip, port: port_number, proto, backends })
+        })
+        .collect();
+    frontends.sort_by_key(|s| (s.port, s.proto));
+    // Two Service ports with one number and protocol are invalid; keep the first.
+    frontends.dedup_by_key(|s| (s.port, s.proto));
+    frontends
+}
+
+/// The whole desired table for `services` and `slices`, ordered by frontend. A frontend claimed
+/// by two Services (possible only for a moment, while a ClusterIP moves from a deleted Service to
+/// a new one) goes to the first by namespace and name.
+pub fn desired_table<'a>(
+    services: impl IntoIterator<Item = &'a KubeService>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
+) -> Vec<Service> {
+    let mut services: Vec<&KubeService> = services.into_iter().collect();
+    services.sort_by(|a, b| {
+        (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
+            .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
+    });
+    let mut seen = BTreeSet::new();
+    let mut table: Vec<Service> = services
+        .into_iter()
+        .flat_map(|service| service_frontends(service, slices.clone()))
+        .filter(|frontend| seen.insert((frontend.vip, frontend.port, frontend.proto)))
+        .collect();
+    table.sort_by_key(|s| (s.vip, s.port, s.proto));
+    table
+}
+
+/// `TCP` (the default) or `UDP`; `None` for SCTP and anything else.
+fn protocol(name: Option<&str>) -> Option<Protocol> {
+    match name.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// The ready backends of one Service port across its slices, sorted and deduplicated.
+fn backends(port: &ServicePort, proto: Protocol, slices: &[&EndpointSlice]) -> Vec<SocketAddrV4> {
+    let name = port.name.as_deref().unwrap_or("");
+    let mut backends = BTreeSet::new();
+    for slice in slices {
+        let target = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == name && protocol(p.protocol.as_deref()) == Some(proto));
+        // A slice without this port (or with a nil port, "all ports") has no backends for it.
+        let Some(target) = target.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0) else {
+            continue;
+        };
+        backends.extend(slice.endpoints.iter().filter_map(usable_address).map(|addr| SocketAddrV4::new(addr, target)));
+    }
+    backends.into_iter().collect()
+}
+
+/// The address new connections may use: ready (missing means ready), not terminating, and the
+/// first address parses as IPv4 (every address of an endpoint is the same Pod, so kube-proxy
+/// uses the first).
+fn usable_address(endpoint: &Endpoint) -> Option<Ipv4Addr> {
+    let conditions = endpoint.conditions.as_ref();
+    let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+    let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+    if !ready || terminating {
+        return None;
+    }
+    endpoint.addresses.first()?.parse().ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use k8s_openapi::api::core::v1::ServiceSpec;
+    use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    pub(crate) const NS: &str = "default";
+
+    /// A ClusterIP Service; `ports` are (name, port, protocol).
+    pub(crate) fn kube_service(name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> KubeService {
+        KubeService {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                cluster_ips: Some(vec![ip.into()]),
+                type_: Some("ClusterIP".into()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|&(name, port, proto)| ServicePort {
+                            name: (!name.is_empty()).then(|| name.into()),
+                            port,
+                            protocol: Some(proto.into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// An endpoint with an explicit ready and terminating condition (`None` leaves it out).
+    pub(crate) fn endpoint(addr: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+        Endpoint {
+            addresses: vec![addr.into()],
+            conditions: Some(EndpointConditions { ready, serving: ready, terminating }),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn ready(addr: &str) -> Endpoint {
+        endpoint(addr, Some(true), None)
+    }
+
+    /// An IPv4 slice of `service`; `ports` are (name, port, protocol).
+    pub(crate) fn slice(
+        name: &str,
+        service: &str,
+        ports: &[(&str, i32, &str)],
+        endpoints: Vec<Endpoint>,
+    ) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(NS.into()),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), service.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints,
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|&(name, port, proto)| EndpointPort {
+                        name: Some(name.into()),
+                        port: Some(port),
+                        protocol: Some(proto.into()),
+                        app_protocol: None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddrV4 {
+        s.parse().expect("socket address")
+    }
+
+    fn frontend(vip: &str, port: u16, proto: Protocol, backends: &[&str]) -> Service {
+        Service { vip: vip.parse().expect("vip"), port, proto, backends: backends.iter().map(|b| addr(b)).collect() }
+    }
+
+    #[test]
+    fn named_ports_take_the_slice_port_of_the_same_name_and_protocol() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP"), ("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")]);
+        let slices = [slice(
+            "web-1",
+            "web",
+            &[("dns", 5353, "UDP"), ("http", 8080, "TCP"), ("dns-tcp", 5354, "TCP"), ("http", 9999, "UDP")],
+            vec![ready("10.244.1.5"), ready("10.244.2.7")],
+        )];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![
+                frontend("10.96.0.20", 53, Protocol::Tcp, &["10.244.1.5:5354", "10.244.2.7:5354"]),
+                frontend("10.96.0.20", 53, Protocol::Udp, &["10.244.1.5:5353", "10.244.2.7:5353"]),
+                frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.5:8080", "10.244.2.7:8080"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn unnamed_port_matches_the_empty_slice_port_name() {
+        let svc = kube_service("one", "10.96.0.21", &[("", 80, "TCP")]);
+        let slices = [slice("one-1", "one", &[("", 8080, "TCP")], vec![ready("10.244.1.5")])];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend("10.96.0.21", 80, Protocol::Tcp, &["10.244.1.5:8080"])]
+        );
+        // A slice port without a number ("all ports") gives no backend.
+        let mut no_number = slices[0].clone();
+        no_number.ports.as_mut().expect("ports")[0].port = None;
+        assert_eq!(service_frontends(&svc, [&no_number]), vec![frontend("10.96.0.21", 80, Protocol::Tcp, &[])]);
+    }
+
+    #[test]
+    fn several_slices_are_merged_sorted_and_deduplicated() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        let slices = [
+            slice("web-b", "web", &[("http", 8080, "TCP")], vec![ready("10.244.2.7"), ready("10.244.1.5")]),
+            // The same endpoint in two slices (it is moving between them) counts once.
+            slice("web-a", "web", &[("http", 8080, "TCP")], vec![ready("10.244.1.5"), ready("10.244.0.9")]),
+            // A slice can name the port differently from its siblings during a rollout.
+            slice("web-c", "web", &[("http", 8081, "TCP")], vec![ready("10.244.3.1")]),
+        ];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend(
+                "10.96.0.20",
+                80,
+                Protocol::Tcp,
+                &["10.244.0.9:8080", "10.244.1.5:8080", "10.244.2.7:8080", "10.244.3.1:8081"]
+            )]
+        );
+    }
+
+    #[test]
+    fn only_ready_endpoints_that_are_not_terminating_are_backends() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        let mut no_conditions = ready("10.244.1.4");
+        no_conditions.conditions = None;
+        let endpoints = vec![
+            ready("10.244.1.1"),
+            endpoint("10.244.1.2", None, None),
+            endpoint("10.244.1.3", Some(false), None),
+            endpoint("10.244.1.5", Some(false), Some(true)),
+            endpoint("10.244.1.6", None, Some(true)),
+            endpoint("10.244.1.7", Some(true), Some(false)),
+            no_conditions,
+        ];
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], endpoints)];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend(
+                "10.96.0.20",
+                80,
+                Protocol::Tcp,
+                &["10.244.1.1:8080", "10.244.1.2:8080", "10.244.1.4:8080", "10.244.1.7:8080"]
+            )]
+        );
+    }
+
+    #[test]
+    fn endpoints_use_their_first_address_and_skip_bad_ones() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        let mut two = ready("10.244.1.1");
+        two.addresses.push("10.244.1.2".into());
+        let mut none = ready("x");
+        none.addresses.clear();
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], vec![two, none, ready("not-an-ip")])];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.1:8080"])]
+        );
+    }
+
+    #[test]
+    fn headless_external_name_other_proxy_and_ipv6_services_have_no_frontends() {
+        let slices = [slice("s-1", "s", &[("http", 8080, "TCP")], vec![ready("10.244.1.1")])];
+        let headless = kube_service("s", "None", &[("http", 80, "TCP")]);
+        assert_eq!(service_frontends(&headless, &slices), vec![]);
+        let mut external = kube_service("s", "", &[("http", 80, "TCP")]);
+        external.spec.as_mut().expect("spec").type_ = Some("ExternalName".into());
+        assert_eq!(service_frontends(&external, &slices), vec![]);
+        let mut other = kube_service("s", "10.96.0.30", &[("http", 80, "TCP")]);
+        other.metadata.labels = Some([(SERVICE_PROXY_NAME_LABEL.to_string(), "other".to_string())].into());
+        assert_eq!(service_frontends(&other, &slices), vec![]);
+        let v6 = kube_service("s", "fd00::10", &[("http", 80, "TCP")]);
+        assert_eq!(service_frontends(&v6, &slices), vec![]);
+        // Dual stack, IPv6 first: the IPv4 family is used.
+        let mut dual = kube_service("s", "fd00::10", &[("http", 80, "TCP")]);
+        dual.spec.as_mut().expect("spec").cluster_ips = Some(vec!["fd00::10".into(), "10.96.0.31".into()]);
+        assert_eq!(
+            service_frontends(&dual, &slices),
+            vec![frontend("10.96.0.31", 80, Protocol::Tcp, &["10.244.1.1:8080"])]
+        );
+        // NodePort and LoadBalancer Services have a ClusterIP like any other.
+        let mut node_port = kube_service("s", "10.96.0.32", &[("http", 80, "TCP")]);
+        node_port.spec.as_mut().expect("spec").type_ = Some("NodePort".into());
+        assert_eq!(service_frontends(&node_port, &slices).len(), 1);
+    }
+
+    #[test]
+    fn sctp_ports_are_skipped_and_udp_kept() {
+        let svc = kube_service("s", "10.96.0.40", &[("a", 36412, "SCTP"), ("dns", 53, "UDP")]);
+        let slices = [slice("s-1", "s", &[("a", 36412, "SCTP"), ("dns", 53, "UDP")], vec![ready("10.244.1.1")])];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend("10.96.0.40", 53, Protocol::Udp, &["10.244.1.1:53"])]
+        );
+    }
+
+    #[test]
+    fn ipv6_and_foreign_slices_are_ignored() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        let mut v6 = slice("web-v6", "web", &[("http", 8080, "TCP")], vec![ready("fd00::1")]);
+        v6.address_type = "IPv6".into();
+        let mut fqdn = slice("web-fqdn", "web", &[("http", 8080, "TCP")], vec![ready("10.244.9.9")]);
+        fqdn.address_type = "FQDN".into();
+        let mut elsewhere = slice("web-x", "web", &[("http", 8080, "TCP")], vec![ready("10.244.9.8")]);
+        elsewhere.metadata.namespace = Some("other".into());
+        let other_service = slice("api-1", "api", &[("http", 8080, "TCP")], vec![ready("10.244.9.7")]);
+        let mut unlabelled = slice("web-u", "web", &[("http", 8080, "TCP")], vec![ready("10.244.9.6")]);
+        unlabelled.metadata.labels = None;
+        let own = slice("web-1", "web", &[("http", 8080, "TCP")], vec![ready("10.244.1.5")]);
+        let slices = [v6, fqdn, elsewhere, other_service, unlabelled, own];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.5:8080"])]
+        );
+    }
+
+    #[test]
+    fn a_service_without_slices_has_frontends_without_backends() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP"), ("dns", 53, "UDP")]);
+        assert_eq!(
+            service_frontends(&svc, &[]),
+            vec![frontend("10.96.0.20", 53, Protocol::Udp, &[]), frontend("10.96.0.20", 80, Protocol::Tcp, &[])]
+        );
+    }
+
+    #[test]
+    fn table_ignores_slices_of_missing_services_and_resolves_shared_frontends() {
+        let services = [
+            kube_service("b", "10.96.0.2", &[("", 80, "TCP")]),
+            kube_service("a", "10.96.0.1", &[("", 443, "TCP")]),
+            // A new Service that was handed the ClusterIP of `b` while `b` is still known.
+            kube_service("c", "10.96.0.2", &[("", 80, "TCP")]),
+        ];
+        let slices = [
+            slice("a-1", "a", &[("", 6443, "TCP")], vec![ready("192.168.1.1")]),
+            slice("b-1", "b", &[("", 8080, "TCP")], vec![ready("10.244.1.1")]),
+            slice("c-1", "c", &[("", 8080, "TCP")], vec![ready("10.244.1.2")]),
+            slice("gone-1", "gone", &[("", 8080, "TCP")], vec![ready("10.244.1.3")]),
+        ];
+        assert_eq!(
+            desired_table(&services, &slices),
+            vec![
+                frontend("10.96.0.1", 443, Protocol::Tcp, &["192.168.1.1:6443"]),
+                frontend("10.96.0.2", 80, Protocol::Tcp, &["10.244.1.1:8080"]),
+            ]
+        );
+    }
+}
