@@ -59,6 +59,10 @@ struct ProxyArgs {
     /// How long a burst of watch events is collected before it is applied (e.g. 20ms).
     #[arg(long, env = "KEELSON_PROXY_DEBOUNCE", default_value = "20ms", value_parser = parse_duration)]
     debounce: Duration,
+    /// This node's name (its Node object): Services with `internalTrafficPolicy: Local` then use
+    /// only the endpoints on this node. Without it that policy is not applied.
+    #[arg(long, env = "KEELSON_NODE_NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -254,7 +258,8 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         object = datapath::OBJECT_ORIGIN,
         "service proxy running"
     );
-    let config = crate::proxy::ProxyConfig { debounce: args.debounce, ..Default::default() };
+    let config =
+        crate::proxy::ProxyConfig { debounce: args.debounce, node_name: args.node_name.clone(), ..Default::default() };
     crate::proxy::run(client, &mut datapath, &config, cancel).await;
     // Dropping the datapath detaches the programs; the pinned maps stay for the next start.
     Ok(())

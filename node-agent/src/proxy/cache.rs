@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service as KubeService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::desired::{service_frontends, slice_service_name};
+use super::desired::{service_frontends_on, slice_service_name};
 use crate::datapath::{Protocol, Service};
 
 /// Namespace and name of an object.
@@ -44,6 +44,8 @@ pub struct Cache {
     desired: BTreeMap<Frontend, Service>,
     /// Services to recompute.
     dirty: BTreeSet<ObjectKey>,
+    /// The node the proxy runs on, for `internalTrafficPolicy: Local`.
+    node: Option<String>,
 }
 
 fn object_key(meta: &kube::api::ObjectMeta) -> Option<ObjectKey> {
@@ -55,6 +57,11 @@ fn frontend(service: &Service) -> Frontend {
 }
 
 impl Cache {
+    /// An empty cache for the proxy of node `node` (`None`: not known).
+    pub fn for_node(node: Option<String>) -> Self {
+        Self { node, ..Self::default() }
+    }
+
     /// Adds or updates a Service.
     pub fn apply_service(&mut self, service: KubeService) {
         if let Some(key) = object_key(&service.metadata) {
@@ -182,7 +189,7 @@ impl Cache {
                 .into_iter()
                 .flatten()
                 .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())));
-            let frontends = service_frontends(service, slices);
+            let frontends = service_frontends_on(service, slices, self.node.as_deref());
             for new in &frontends {
                 let f = frontend(new);
                 self.owners.entry(f).or_default().insert(key.clone());

@@ -7,14 +7,20 @@
 //!   Service that asks for another proxy (label `service.kubernetes.io/service-proxy-name`);
 //! - one frontend per TCP or UDP port of the Service (SCTP is not supported by the datapath);
 //! - its backends come from the EndpointSlices of the same namespace labelled
-//!   `kubernetes.io/service-name: <service>` with `addressType: IPv4`: every endpoint that is ready
-//!   (a missing `ready` counts as ready) and not terminating, at its first address, on the port of
-//!   the slice whose name and protocol equal the Service port's (empty names match);
+//!   `kubernetes.io/service-name: <service>` with `addressType: IPv4`, at each endpoint's first
+//!   address, on the port of the slice whose name and protocol equal the Service port's (empty
+//!   names match);
+//! - of those endpoints, the ready ones (a missing `ready` counts as ready; a terminating endpoint
+//!   is not ready); when none is ready, the ones still serving while they terminate, so that a
+//!   rolling restart of the last Pods drains instead of failing (`serving` missing: as `ready`);
+//! - `internalTrafficPolicy: Local` narrows the endpoints to those on this node (their
+//!   `nodeName`) before that choice; with none there, the Service has no backends here, as with
+//!   kube-proxy. The node is known only when the proxy is told its name;
 //! - backends are deduplicated and sorted by address and port, so the same objects always give
 //!   the same table.
 //!
-//! Terminating endpoints are left out entirely (new connections never go to them); falling back
-//! to serving terminating endpoints when nothing is ready is a later feature.
+//! Connections already open to an endpoint that stops being a backend are not touched (the socket
+//! programs act on connect only): they drain.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -59,12 +65,24 @@ pub fn service_frontends<'a>(
     service: &KubeService,
     slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
 ) -> Vec<Service> {
+    service_frontends_on(service, slices, None)
+}
+
+/// [`service_frontends`] as seen from node `node`, which `internalTrafficPolicy: Local` needs
+/// (`None`: the node is not known, and the policy is not applied).
+pub fn service_frontends_on<'a>(
+    service: &KubeService,
+    slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
+    node: Option<&str>,
+) -> Vec<Service> {
     let Some(vip) = cluster_ip(service) else {
         return Vec::new();
     };
     let (Some(name), namespace) = (service.metadata.name.as_deref(), service.metadata.namespace.as_deref()) else {
         return Vec::new();
     };
+    let local_only = node
+        .filter(|_| service.spec.as_ref().and_then(|spec| spec.internal_traffic_policy.as_deref()) == Some("Local"));
     let own: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|slice| {
@@ -80,7 +98,7 @@ pub fn service_frontends<'a>(
         .filter_map(|port| {
             let proto = protocol(port.protocol.as_deref())?;
             let port_number = u16::try_from(port.port).ok().filter(|&p| p != 0)?;
-            let backends = backends(port, proto, &own);
+            let backends = backends(port, proto, &own, local_only);
             Some(Service { vip, port: port_number, proto, backends })
         })
         .collect();
@@ -96,6 +114,7 @@ pub fn service_frontends<'a>(
 pub fn desired_table<'a>(
     services: impl IntoIterator<Item = &'a KubeService>,
     slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
+    node: Option<&str>,
 ) -> Vec<Service> {
     let mut services: Vec<&KubeService> = services.into_iter().collect();
     services.sort_by(|a, b| {
@@ -105,7 +124,7 @@ pub fn desired_table<'a>(
     let mut seen = BTreeSet::new();
     let mut table: Vec<Service> = services
         .into_iter()
-        .flat_map(|service| service_frontends(service, slices.clone()))
+        .flat_map(|service| service_frontends_on(service, slices.clone(), node))
         .filter(|frontend| seen.insert((frontend.vip, frontend.port, frontend.proto)))
         .collect();
     table.sort_by_key(|s| (s.vip, s.port, s.proto));
@@ -121,10 +140,17 @@ fn protocol(name: Option<&str>) -> Option<Protocol> {
     }
 }
 
-/// The ready backends of one Service port across its slices, sorted and deduplicated.
-fn backends(port: &ServicePort, proto: Protocol, slices: &[&EndpointSlice]) -> Vec<SocketAddrV4> {
+/// The backends of one Service port across its slices (see the module documentation), sorted and
+/// deduplicated; only endpoints on node `local_only` when it is given.
+fn backends(
+    port: &ServicePort,
+    proto: Protocol,
+    slices: &[&EndpointSlice],
+    local_only: Option<&str>,
+) -> Vec<SocketAddrV4> {
     let name = port.name.as_deref().unwrap_or("");
-    let mut backends = BTreeSet::new();
+    let mut ready = BTreeSet::new();
+    let mut terminating = BTreeSet::new();
     for slice in slices {
         let target = slice
             .ports
@@ -135,22 +161,41 @@ fn backends(port: &ServicePort, proto: Protocol, slices: &[&EndpointSlice]) -> V
         let Some(target) = target.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0) else {
             continue;
         };
-        backends.extend(slice.endpoints.iter().filter_map(usable_address).map(|addr| SocketAddrV4::new(addr, target)));
+        let here = |endpoint: &&Endpoint| local_only.is_none_or(|node| endpoint.node_name.as_deref() == Some(node));
+        for endpoint in slice.endpoints.iter().filter(here) {
+            // Every address of an endpoint is the same Pod, so kube-proxy uses the first.
+            let Some(addr) = endpoint.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+                continue;
+            };
+            match state(endpoint) {
+                EndpointState::Ready => ready.insert(SocketAddrV4::new(addr, target)),
+                EndpointState::ServingTerminating => terminating.insert(SocketAddrV4::new(addr, target)),
+                EndpointState::Unusable => false,
+            };
+        }
     }
-    backends.into_iter().collect()
+    let chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.into_iter().collect()
 }
 
-/// The address new connections may use: ready (missing means ready), not terminating, and the
-/// first address parses as IPv4 (every address of an endpoint is the same Pod, so kube-proxy
-/// uses the first).
-fn usable_address(endpoint: &Endpoint) -> Option<Ipv4Addr> {
+enum EndpointState {
+    /// Takes new connections.
+    Ready,
+    /// Terminating but still serving: takes new connections only when no endpoint is ready.
+    ServingTerminating,
+    Unusable,
+}
+
+fn state(endpoint: &Endpoint) -> EndpointState {
     let conditions = endpoint.conditions.as_ref();
     let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+    let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
     let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-    if !ready || terminating {
-        return None;
+    match (ready && !terminating, serving && terminating) {
+        (true, _) => EndpointState::Ready,
+        (false, true) => EndpointState::ServingTerminating,
+        (false, false) => EndpointState::Unusable,
     }
-    endpoint.addresses.first()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -293,6 +338,88 @@ pub(crate) mod tests {
         );
     }
 
+    /// A terminating endpoint with its own serving condition.
+    fn terminating(addr: &str, serving: bool) -> Endpoint {
+        Endpoint {
+            addresses: vec![addr.into()],
+            conditions: Some(EndpointConditions {
+                ready: Some(false),
+                serving: Some(serving),
+                terminating: Some(true),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn on_node(mut endpoint: Endpoint, node: &str) -> Endpoint {
+        endpoint.node_name = Some(node.into());
+        endpoint
+    }
+
+    #[test]
+    fn serving_terminating_endpoints_are_used_only_when_none_is_ready() {
+        let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        let draining = vec![terminating("10.244.1.1", true), terminating("10.244.1.2", false)];
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], draining.clone())];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.1:8080"])],
+            "the last Pods drain: the serving one still takes connections, the one not serving does not"
+        );
+        let mut mixed = draining;
+        mixed.push(ready("10.244.1.3"));
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], mixed)];
+        assert_eq!(
+            service_frontends(&svc, &slices),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.3:8080"])],
+            "with a ready endpoint, terminating ones get no new connections"
+        );
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_keeps_this_nodes_endpoints() {
+        let mut svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        let endpoints = vec![
+            on_node(ready("10.244.1.1"), "node-a"),
+            on_node(ready("10.244.2.1"), "node-b"),
+            on_node(terminating("10.244.1.2", true), "node-a"),
+            ready("10.244.3.1"),
+        ];
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], endpoints)];
+        let all = ["10.244.1.1:8080", "10.244.2.1:8080", "10.244.3.1:8080"];
+        assert_eq!(
+            service_frontends_on(&svc, &slices, Some("node-a")),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &all)],
+            "Cluster (the default) uses every node's endpoints"
+        );
+        svc.spec.as_mut().expect("spec").internal_traffic_policy = Some("Local".into());
+        assert_eq!(
+            service_frontends_on(&svc, &slices, Some("node-a")),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.1:8080"])]
+        );
+        assert_eq!(
+            service_frontends_on(&svc, &slices, Some("node-c")),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &[])],
+            "no local endpoint: no backend here, as with kube-proxy"
+        );
+        assert_eq!(
+            service_frontends_on(&svc, &slices, None),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &all)],
+            "a proxy that does not know its node applies no locality"
+        );
+        let local_draining = [slice(
+            "web-1",
+            "web",
+            &[("http", 8080, "TCP")],
+            vec![on_node(terminating("10.244.1.2", true), "node-a"), on_node(ready("10.244.2.1"), "node-b")],
+        )];
+        assert_eq!(
+            service_frontends_on(&svc, &local_draining, Some("node-a")),
+            vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.2:8080"])],
+            "the local fallback is the local serving-terminating endpoint, not a remote ready one"
+        );
+    }
+
     #[test]
     fn only_ready_endpoints_that_are_not_terminating_are_backends() {
         let svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
@@ -413,7 +540,7 @@ pub(crate) mod tests {
             slice("gone-1", "gone", &[("", 8080, "TCP")], vec![ready("10.244.1.3")]),
         ];
         assert_eq!(
-            desired_table(&services, &slices),
+            desired_table(&services, &slices, None),
             vec![
                 frontend("10.96.0.1", 443, Protocol::Tcp, &["192.168.1.1:6443"]),
                 frontend("10.96.0.2", 80, Protocol::Tcp, &["10.244.1.1:8080"]),

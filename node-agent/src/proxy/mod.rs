@@ -66,6 +66,9 @@ pub struct ProxyConfig {
     pub retry_min: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// The node this proxy runs on, for `internalTrafficPolicy: Local` (without it the policy is
+    /// not applied).
+    pub node_name: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +77,7 @@ impl Default for ProxyConfig {
             debounce: Duration::from_millis(20),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            node_name: None,
         }
     }
 }
@@ -108,7 +112,7 @@ where
     S: Stream<Item = Result<Event, watcher::Error>>,
 {
     let mut events = std::pin::pin!(events);
-    let mut state = State::default();
+    let mut state = State { cache: Cache::for_node(config.node_name.clone()), ..State::default() };
     let mut flush_at: Option<Instant> = None;
     let mut retry = config.retry_min;
     loop {
