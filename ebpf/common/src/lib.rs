@@ -23,6 +23,10 @@ pub const PROG_RECVMSG4: &str = "recvmsg4";
 pub const PROG_GETPEERNAME4: &str = "getpeername4";
 /// Every socket program, in the order the datapath attaches them.
 pub const SOCKET_PROGRAMS: [&str; 4] = [PROG_CONNECT4, PROG_SENDMSG4, PROG_RECVMSG4, PROG_GETPEERNAME4];
+/// TC classifier for the ingress of pod host-side veths and of the node interface: per-packet
+/// DNAT of service traffic to a backend ([`CT`]) and reverse NAT of the backends' replies
+/// ([`CT_REV`]), in one program.
+pub const PROG_TC_NAT: &str = "tc_nat";
 
 /// Hash map [`ServiceKey`] → [`ServiceValue`].
 pub const SERVICES: &str = "SERVICES";
@@ -32,13 +36,23 @@ pub const BACKENDS: &str = "BACKENDS";
 pub const SOCK_REV_NAT: &str = "SOCK_REV_NAT";
 /// Per-CPU array of `u64` indexed by [`Counter`].
 pub const COUNTERS: &str = "COUNTERS";
+/// LRU hash map [`CtKey`] → [`CtEntry`]: the backend each client flow to a service was sent to,
+/// keyed by the flow as the client sent it.
+pub const CT: &str = "CT";
+/// LRU hash map [`CtKey`] → [`ServiceAddr`]: the service a backend's reply must appear to come
+/// from, keyed by the reply as the backend sends it.
+pub const CT_REV: &str = "CT_REV";
 /// Every map the datapath owns (and pins, when asked).
-pub const MAPS: [&str; 4] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS];
+pub const MAPS: [&str; 6] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV];
 
 pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
 pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
 /// One entry per socket that reached a backend; LRU because sockets close without telling us.
 pub const SOCK_REV_NAT_MAX_ENTRIES: u32 = 131_072;
+/// Flows translated by `tc_nat`; LRU because flows end without telling us.
+pub const CT_MAX_ENTRIES: u32 = 131_072;
+/// One reverse entry per [`CT`] entry.
+pub const CT_REV_MAX_ENTRIES: u32 = CT_MAX_ENTRIES;
 
 /// `IPPROTO_TCP`, as in `bpf_sock_addr.protocol`.
 pub const IPPROTO_TCP: u8 = 6;
@@ -147,6 +161,72 @@ impl ServiceAddr {
     }
 }
 
+/// A TCP or UDP flow's 5-tuple in one direction, as the packets carry it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtKey {
+    /// Network order: the packet's source address.
+    pub saddr: u32,
+    /// Network order: the packet's destination address.
+    pub daddr: u32,
+    /// Network order.
+    pub sport: u16,
+    /// Network order.
+    pub dport: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl CtKey {
+    pub const fn new(source: SocketAddrV4, destination: SocketAddrV4, proto: u8) -> Self {
+        Self {
+            saddr: u32::from_ne_bytes(source.ip().octets()),
+            daddr: u32::from_ne_bytes(destination.ip().octets()),
+            sport: source.port().to_be(),
+            dport: destination.port().to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    pub const fn source(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.saddr.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.sport))
+    }
+
+    pub const fn destination(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.daddr.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.dport))
+    }
+}
+
+/// Where `tc_nat` sent a client flow: the backend, and the service frontend it stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtEntry {
+    /// Network order: the backend address.
+    pub backend: u32,
+    /// Network order: the service's ClusterIP.
+    pub vip: u32,
+    /// Network order.
+    pub backend_port: u16,
+    /// Network order.
+    pub vip_port: u16,
+}
+
+impl CtEntry {
+    pub const fn backend(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.backend.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.backend_port))
+    }
+
+    pub const fn service(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.vip.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.vip_port))
+    }
+}
+
 /// Indices of the per-CPU [`COUNTERS`] array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -163,11 +243,39 @@ pub enum Counter {
     NoBackend = 4,
     /// The reverse entry could not be written; `getpeername`/`recvmsg` will show the backend.
     RevNatUpdateFailed = 5,
+    /// `tc_nat`: a packet to a service rewritten to a backend.
+    TcDnat = 6,
+    /// `tc_nat`: a backend's reply rewritten to come from the service.
+    TcRevNat = 7,
+    /// `tc_nat`: a packet to a service without backends, dropped.
+    TcNoBackend = 8,
+    /// `tc_nat`: a TCP or UDP IPv4 fragment, passed unchanged (no ports to translate by).
+    TcFragment = 9,
+    /// `tc_nat`: a packet too short for its headers or with a bad IPv4 header, passed unchanged.
+    TcMalformed = 10,
+    /// `tc_nat`: a conntrack or reverse entry could not be written; the packet was still
+    /// translated, but later packets of the flow may pick another backend or miss reverse NAT.
+    TcCtUpdateFailed = 11,
+    /// `tc_nat`: a rewrite helper failed half-way; the packet was dropped.
+    TcRewriteFailed = 12,
 }
 
 impl Counter {
-    pub const ALL: [Self; 6] =
-        [Self::Connect, Self::Sendmsg, Self::Recvmsg, Self::Getpeername, Self::NoBackend, Self::RevNatUpdateFailed];
+    pub const ALL: [Self; 13] = [
+        Self::Connect,
+        Self::Sendmsg,
+        Self::Recvmsg,
+        Self::Getpeername,
+        Self::NoBackend,
+        Self::RevNatUpdateFailed,
+        Self::TcDnat,
+        Self::TcRevNat,
+        Self::TcNoBackend,
+        Self::TcFragment,
+        Self::TcMalformed,
+        Self::TcCtUpdateFailed,
+        Self::TcRewriteFailed,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -177,6 +285,13 @@ impl Counter {
             Self::Getpeername => "getpeername",
             Self::NoBackend => "no_backend",
             Self::RevNatUpdateFailed => "rev_nat_update_failed",
+            Self::TcDnat => "tc_dnat",
+            Self::TcRevNat => "tc_rev_nat",
+            Self::TcNoBackend => "tc_no_backend",
+            Self::TcFragment => "tc_fragment",
+            Self::TcMalformed => "tc_malformed",
+            Self::TcCtUpdateFailed => "tc_ct_update_failed",
+            Self::TcRewriteFailed => "tc_rewrite_failed",
         }
     }
 }
@@ -190,6 +305,8 @@ const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<SockRevNatKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ServiceAddr>() == 8);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 12);
 
 // SAFETY: each type is `repr(C)`, `Copy`, made of integers only, and its padding is an explicit
 // field, so every byte is initialised and any bit pattern is a valid value.
@@ -210,6 +327,12 @@ unsafe impl aya::Pod for SockRevNatKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ServiceAddr {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtEntry {}
 
 #[cfg(test)]
 mod tests {
@@ -253,13 +376,32 @@ mod tests {
             assert_eq!(*counter as u32, i as u32);
             assert!(Counter::ALL[..i].iter().all(|other| other.name() != counter.name()));
         }
-        assert_eq!(COUNTERS_LEN, 6);
+        assert_eq!(COUNTERS_LEN, 13);
+    }
+
+    #[test]
+    fn ct_key_is_wire_order() {
+        let client = SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 5), 40_000);
+        let service = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80);
+        let key = CtKey::new(client, service, IPPROTO_TCP);
+        assert_eq!(bytes::<_, 16>(key), [10, 244, 0, 5, 10, 96, 0, 10, 0x9c, 0x40, 0, 80, IPPROTO_TCP, 0, 0, 0]);
+        assert_eq!((key.source(), key.destination()), (client, service));
+    }
+
+    #[test]
+    fn ct_entry_layout() {
+        let entry = CtEntry { backend: 1, vip: 2, backend_port: 3, vip_port: 4 };
+        let raw = bytes::<_, 12>(entry);
+        assert_eq!(&raw[..4], &1u32.to_ne_bytes());
+        assert_eq!(&raw[4..8], &2u32.to_ne_bytes());
+        assert_eq!(&raw[8..10], &3u16.to_ne_bytes());
+        assert_eq!(&raw[10..12], &4u16.to_ne_bytes());
     }
 
     #[test]
     fn kernel_names_fit() {
         // BPF_OBJ_NAME_LEN is 16 with the terminating NUL.
-        for name in MAPS.iter().chain(SOCKET_PROGRAMS.iter()) {
+        for name in MAPS.iter().chain(SOCKET_PROGRAMS.iter()).chain([PROG_TC_NAT].iter()) {
             assert!(name.len() <= 15, "{name}");
         }
     }

@@ -1,4 +1,5 @@
-//! Keelson's eBPF programs: socket-level service load balancing.
+//! Keelson's eBPF programs: socket-level service load balancing, and per-packet service NAT at
+//! TC (`tc_nat`, in [`tc`]).
 //!
 //! `connect4` and `sendmsg4` rewrite a ClusterIP:port (TCP or UDP) to one of the service's
 //! backends before the kernel routes anything, so local clients need no per-packet NAT; the
@@ -11,6 +12,8 @@
 //! same code as an ordinary binary with an empty `main`; nothing runs there.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+
+mod tc;
 
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie};
@@ -92,21 +95,10 @@ fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> 
     let (port, proto) = (port as u16, proto as u8);
     let key = ServiceKey { vip, port, proto, _pad: 0 };
     // SAFETY: the value is copied out at once; a concurrent update can only make it stale.
-    let Some(&ServiceValue { id, count }) = (unsafe { SERVICES.get(key) }) else {
+    let Some(&service) = (unsafe { SERVICES.get(key) }) else {
         return Ok(());
     };
-    // SAFETY: `bpf_get_prandom_u32` has no preconditions.
-    let Some(slot) = (unsafe { bpf_get_prandom_u32() }).checked_rem(count) else {
-        bump(Counter::NoBackend);
-        return Err(Reject::NoBackend);
-    };
-    // A slot at or above the count is being dropped by the datapath (it shrinks the count before
-    // deleting the tail); slot 0 stays valid while the count is not zero.
-    // SAFETY: as above, copied out at once.
-    let found = unsafe {
-        BACKENDS.get(BackendKey { service: id, slot }).or_else(|| BACKENDS.get(BackendKey { service: id, slot: 0 }))
-    };
-    let Some(&backend) = found else {
+    let Some(backend) = pick_backend(service) else {
         bump(Counter::NoBackend);
         return Err(Reject::NoBackend);
     };
@@ -124,6 +116,20 @@ fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> 
         warn!(ctx, "reverse entry for {:i}:{} not written", u32::from_be(vip), u16::from_be(port));
     }
     Ok(())
+}
+
+/// One of the service's backends, at random; `None` when it has none.
+#[inline(always)]
+fn pick_backend(ServiceValue { id, count }: ServiceValue) -> Option<Backend> {
+    // SAFETY: `bpf_get_prandom_u32` has no preconditions.
+    let slot = (unsafe { bpf_get_prandom_u32() }).checked_rem(count)?;
+    // A slot at or above the count is being dropped by the datapath (it shrinks the count before
+    // deleting the tail); slot 0 stays valid while the count is not zero.
+    // SAFETY: copied out at once; a concurrent update can only make the value stale.
+    unsafe {
+        BACKENDS.get(BackendKey { service: id, slot }).or_else(|| BACKENDS.get(BackendKey { service: id, slot: 0 }))
+    }
+    .copied()
 }
 
 /// Backend → service address, for a socket that `try_translate` sent to that backend.
@@ -178,7 +184,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
 
-/// The kernel needs a license string; none of the helpers used here is GPL-only.
+/// The kernel needs a license string; none of the helpers used here (including the TC ones:
+/// skb load/store bytes, l3/l4 checksum replace) is GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 11] = *b"Apache-2.0\0";

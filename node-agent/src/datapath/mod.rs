@@ -7,7 +7,10 @@
 //! Today it holds the socket load balancing slice: `cgroup/connect4` and `sendmsg4` send a
 //! ClusterIP:port (TCP and UDP) to one of its backends and `recvmsg4`/`getpeername4` show the
 //! application the service address (see `ebpf/programs`). [`Datapath::attach_cgroup`] attaches
-//! them to a cgroup v2 directory the project created (never a root cgroup; see [`cgroup`]);
+//! them to a cgroup v2 directory the project created (never a root cgroup; see [`cgroup`]).
+//! The TC program `tc_nat` does the same per packet, with conntrack and reverse NAT, for traffic
+//! the socket hooks do not see; [`Datapath::attach_tc`] attaches it to the ingress of a pod's
+//! host-side veth or of the node interface ([`tc`]).
 //! [`Datapath::sync`] applies a whole desired table and [`Datapath::upsert`]/[`Datapath::remove`]
 //! single services, each with only the map writes the change needs ([`sync`]). With
 //! [`Config::pin_dir`] the maps are pinned on bpffs, so a restarted agent finds them, reads back
@@ -20,16 +23,19 @@ pub mod bpffs;
 pub mod cgroup;
 mod service;
 mod sync;
+mod tc;
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId};
 use aya::{Ebpf, EbpfLoader};
 use keelson_ebpf_common::{
-    BACKENDS, Backend, BackendKey, COUNTERS, Counter, MAPS, SERVICES, SOCKET_PROGRAMS, ServiceKey, ServiceValue,
+    BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey, MAPS, SERVICES, SOCKET_PROGRAMS,
+    ServiceAddr, ServiceKey, ServiceValue,
 };
 
 pub use service::{Protocol, Service, SyncStats};
@@ -77,6 +83,30 @@ pub enum Error {
     },
     #[error("nothing is attached to {}", cgroup.display())]
     NotAttached { cgroup: PathBuf },
+    #[error("attach {prog} to the ingress of {iface}")]
+    AttachTc {
+        prog: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("detach {prog} from the ingress of {iface}")]
+    DetachTc {
+        prog: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("{iface} has tc_nat attached already")]
+    TcAttachedAlready { iface: String },
+    #[error("nothing is attached to {iface}")]
+    TcNotAttached { iface: String },
+    #[error("program {prog} has no file descriptor")]
+    ProgramFd {
+        prog: &'static str,
+        #[source]
+        source: ProgramError,
+    },
     #[error("open map {map}")]
     OpenMap {
         map: &'static str,
@@ -139,9 +169,14 @@ pub struct Datapath {
     ebpf: Ebpf,
     maps: KernelMaps,
     counters: PerCpuArray<MapData, u64>,
+    conntrack: HashMap<MapData, CtKey, CtEntry>,
+    rev_nat: HashMap<MapData, CtKey, ServiceAddr>,
     /// What the maps hold; `None` after a failed write, until read back from the maps.
     programmed: Option<Programmed>,
     attached: Vec<Attachment>,
+    /// Interfaces with `tc_nat` on their ingress (names in the network namespace of the thread
+    /// that attached it).
+    tc_attached: Vec<tc::TcAttachment>,
 }
 
 struct Attachment {
@@ -169,6 +204,7 @@ impl Datapath {
         for prog in SOCKET_PROGRAMS {
             socket_program(&mut ebpf, prog)?.load().map_err(|source| Error::LoadProgram { prog, source })?;
         }
+        tc::load(&mut ebpf)?;
         let mut maps = KernelMaps {
             services: HashMap::try_from(take_map(&mut ebpf, SERVICES)?)
                 .map_err(|source| Error::OpenMap { map: SERVICES, source })?,
@@ -177,8 +213,21 @@ impl Datapath {
         };
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS)?)
             .map_err(|source| Error::OpenMap { map: COUNTERS, source })?;
+        let conntrack =
+            HashMap::try_from(take_map(&mut ebpf, CT)?).map_err(|source| Error::OpenMap { map: CT, source })?;
+        let rev_nat =
+            HashMap::try_from(take_map(&mut ebpf, CT_REV)?).map_err(|source| Error::OpenMap { map: CT_REV, source })?;
         let programmed = Programmed::read(&mut maps)?;
-        Ok(Self { ebpf, maps, counters, programmed: Some(programmed), attached: Vec::new() })
+        Ok(Self {
+            ebpf,
+            maps,
+            counters,
+            conntrack,
+            rev_nat,
+            programmed: Some(programmed),
+            attached: Vec::new(),
+            tc_attached: Vec::new(),
+        })
     }
 
     /// Attaches the socket programs to `cgroup`, a cgroup v2 directory below the root of its
@@ -259,6 +308,25 @@ impl Datapath {
                 Ok((counter, values.iter().sum()))
             })
             .collect()
+    }
+
+    /// The flows `tc_nat` translated: each client flow (as the client sent it) and its backend.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, Error> {
+        self.conntrack.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: CT, source })
+    }
+
+    /// The reverse entries of [`Self::conntrack`]: each backend-side reply tuple and the service
+    /// address its replies are given as source.
+    pub fn rev_nat(&self) -> Result<Vec<(CtKey, ServiceAddr)>, Error> {
+        self.rev_nat.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: CT_REV, source })
+    }
+
+    /// The file descriptor of a loaded program (one of `keelson_ebpf_common`'s `PROG_*` names),
+    /// e.g. to run it on a crafted packet with `BPF_PROG_TEST_RUN`. It lives as long as `self`.
+    pub fn program_fd(&self, prog: &'static str) -> Result<BorrowedFd<'_>, Error> {
+        let program = self.ebpf.program(prog).ok_or(Error::MissingProgram { prog })?;
+        let fd = program.fd().map_err(|source| Error::ProgramFd { prog, source })?;
+        Ok(fd.as_fd())
     }
 
     /// Starts reading the programs' aya-log records (rare events only); the caller polls the

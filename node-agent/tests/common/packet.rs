@@ -1,0 +1,243 @@
+//! Crafting and checking Ethernet/IPv4/TCP-UDP frames for `BPF_PROG_TEST_RUN` tests, and the
+//! `bpf(BPF_PROG_TEST_RUN)` call itself (aya 0.14 has no wrapper for it).
+//!
+//! Checksums are computed here from scratch (RFC 1071 over the header, and over the pseudo-header
+//! and segment for TCP/UDP), never incrementally, so they check the program's incremental updates.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+/// IPv4 "more fragments" flag in the host-order `frag_off` field.
+pub const IP_MF: u16 = 0x2000;
+
+/// A frame to build. The defaults describe a TCP SYN without options or payload.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub proto: u8,
+    pub ether_type: u16,
+    /// IPv4 options, a multiple of 4 bytes long.
+    pub ip_options: Vec<u8>,
+    /// Host order: flags and fragment offset (in 8-byte units).
+    pub frag_off: u16,
+    pub tcp_flags: u8,
+    /// Send UDP without a checksum (the field is 0).
+    pub udp_no_checksum: bool,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+        Self {
+            src,
+            dst,
+            proto: IPPROTO_TCP,
+            ether_type: ETH_P_IP,
+            ip_options: Vec::new(),
+            frag_off: 0,
+            tcp_flags: TCP_SYN,
+            udp_no_checksum: false,
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn udp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+        Self { proto: IPPROTO_UDP, payload: b"query".to_vec(), ..Self::tcp(src, dst) }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        assert_eq!(self.ip_options.len() % 4, 0, "IPv4 options are whole words");
+        let l4 = match self.proto {
+            IPPROTO_TCP => {
+                let mut tcp = Vec::with_capacity(20 + self.payload.len());
+                tcp.extend_from_slice(&self.src.port().to_be_bytes());
+                tcp.extend_from_slice(&self.dst.port().to_be_bytes());
+                tcp.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+                tcp.extend_from_slice(&0u32.to_be_bytes()); // ack
+                tcp.push(5 << 4); // data offset
+                tcp.push(self.tcp_flags);
+                tcp.extend_from_slice(&64_240u16.to_be_bytes()); // window
+                tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+                tcp.extend_from_slice(&self.payload);
+                let sum = l4_checksum(self.src.ip(), self.dst.ip(), IPPROTO_TCP, &tcp);
+                tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+                tcp
+            }
+            IPPROTO_UDP => {
+                let mut udp = Vec::with_capacity(8 + self.payload.len());
+                udp.extend_from_slice(&self.src.port().to_be_bytes());
+                udp.extend_from_slice(&self.dst.port().to_be_bytes());
+                udp.extend_from_slice(&u16::try_from(8 + self.payload.len()).expect("small").to_be_bytes());
+                udp.extend_from_slice(&[0, 0]);
+                udp.extend_from_slice(&self.payload);
+                if !self.udp_no_checksum {
+                    let sum = match l4_checksum(self.src.ip(), self.dst.ip(), IPPROTO_UDP, &udp) {
+                        0 => 0xffff,
+                        sum => sum,
+                    };
+                    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+                }
+                udp
+            }
+            _ => self.payload.clone(),
+        };
+        let ihl = 20 + self.ip_options.len();
+        let mut ip = Vec::with_capacity(ihl);
+        ip.push(0x40 | u8::try_from(ihl / 4).expect("IHL fits"));
+        ip.push(0);
+        ip.extend_from_slice(&u16::try_from(ihl + l4.len()).expect("small").to_be_bytes());
+        ip.extend_from_slice(&0x1234u16.to_be_bytes()); // id
+        ip.extend_from_slice(&self.frag_off.to_be_bytes());
+        ip.push(64);
+        ip.push(self.proto);
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(&self.src.ip().octets());
+        ip.extend_from_slice(&self.dst.ip().octets());
+        ip.extend_from_slice(&self.ip_options);
+        let sum = checksum(&[&ip]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+
+        let mut frame = Vec::with_capacity(ETH_HLEN + ip.len() + l4.len());
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // destination MAC
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // source MAC
+        frame.extend_from_slice(&self.ether_type.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&l4);
+        frame
+    }
+}
+
+/// RFC 1071 checksum over the concatenation of `parts` (each of even length but the last).
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum = 0u32;
+    for part in parts {
+        for word in part.chunks(2) {
+            let high = u32::from(word[0]) << 8;
+            sum += high | word.get(1).map_or(0, |&low| u32::from(low));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The TCP/UDP checksum of `segment` (its checksum field zero) with the IPv4 pseudo-header.
+pub fn l4_checksum(src: &Ipv4Addr, dst: &Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let len = u16::try_from(segment.len()).expect("small").to_be_bytes();
+    let pseudo = [&src.octets()[..], &dst.octets()[..], &[0, proto], &len[..]].concat();
+    checksum(&[&pseudo, segment])
+}
+
+/// What a test reads back from a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub proto: u8,
+    /// The L4 checksum field as found.
+    pub l4_checksum: u16,
+}
+
+/// Parses an Ethernet/IPv4/TCP-UDP frame and checks both checksums against ones computed from
+/// scratch (a UDP checksum of 0 means "none" and is accepted as such).
+pub fn parse_checked(frame: &[u8]) -> Parsed {
+    assert_eq!(u16::from_be_bytes([frame[12], frame[13]]), ETH_P_IP, "IPv4 frame");
+    let ip = &frame[ETH_HLEN..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    assert_eq!(checksum(&[&ip[..ihl]]), 0, "IPv4 header checksum is valid");
+    let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let proto = ip[9];
+    let segment = &ip[ihl..total];
+    let csum_at = match proto {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        other => panic!("protocol {other} is not TCP or UDP"),
+    };
+    let found = u16::from_be_bytes([segment[csum_at], segment[csum_at + 1]]);
+    if !(proto == IPPROTO_UDP && found == 0) {
+        let mut zeroed = segment.to_vec();
+        zeroed[csum_at..csum_at + 2].fill(0);
+        let mut expected = l4_checksum(&src_ip, &dst_ip, proto, &zeroed);
+        if proto == IPPROTO_UDP && expected == 0 {
+            expected = 0xffff;
+        }
+        assert_eq!(found, expected, "L4 checksum matches one computed from scratch");
+    }
+    let port = |at: usize| u16::from_be_bytes([segment[at], segment[at + 1]]);
+    Parsed {
+        src: SocketAddrV4::new(src_ip, port(0)),
+        dst: SocketAddrV4::new(dst_ip, port(2)),
+        proto,
+        l4_checksum: found,
+    }
+}
+
+/// `BPF_PROG_TEST_RUN`'s part of `union bpf_attr` (include/uapi/linux/bpf.h, `test`).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+const _: () = assert!(size_of::<TestRunAttr>() == 80);
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// Runs the program once on `frame`; returns its return value (the TC verdict) and the frame as
+/// the program left it.
+pub fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> (u32, Vec<u8>) {
+    try_test_run(prog, frame).unwrap_or_else(|error| panic!("BPF_PROG_TEST_RUN on {} bytes: {error}", frame.len()))
+}
+
+/// [`test_run`], with the kernel's refusal as an error.
+pub fn try_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(prog.as_raw_fd()).expect("a valid fd"),
+        data_size_in: u32::try_from(frame.len()).expect("small"),
+        data_size_out: u32::try_from(out.len()).expect("small"),
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is laid out as the kernel's `bpf_attr.test` (fields and size checked above;
+    // the kernel requires bytes past what it knows to be zero, and `_pad` is). `data_in` points
+    // to `frame.len()` readable bytes and `data_out` to `out.len()` writable bytes, both alive
+    // until the call returns; the kernel does not keep the pointers.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>() as libc::c_uint)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    out.truncate(usize::try_from(attr.data_size_out).expect("fits"));
+    Ok((attr.retval, out))
+}

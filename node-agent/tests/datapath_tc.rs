@@ -1,0 +1,584 @@
+//! Tests of `tc_nat`, the TC per-packet service NAT program, with `BPF_PROG_TEST_RUN`, as root.
+//!
+//! Each test loads the embedded object (private maps, nothing attached), programs services with
+//! [`Datapath::sync`] and runs the program on crafted frames: the verdict, the rewritten headers
+//! (checksums recomputed from scratch), the conntrack maps and the counters are checked. The
+//! kernel runs the program on a buffer, so no interface or namespace is involved.
+//!
+//! One test, [`netns::client_reaches_a_backend_through_the_vip`], also runs real traffic: client
+//! and backend namespaces joined to a "node" namespace by veths, `tc_nat` on the node-side veths'
+//! ingress (see its module for the topology and cleanup).
+
+#[path = "common/packet.rs"]
+mod packet;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use keelson_ebpf_common::{Counter, CtKey, PROG_TC_NAT};
+use node_agent::datapath::{Config, Datapath, Protocol, Service};
+use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// A service without endpoints.
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+/// No service at all.
+const OTHER_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
+const TCP_BACKENDS: [SocketAddrV4; 3] = [
+    SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080),
+    SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 3), 8080),
+    SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 4), 8080),
+];
+const UDP_BACKENDS: [SocketAddrV4; 2] =
+    [SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 5353), SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 4), 5353)];
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 5), 40_000);
+
+fn web() -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, 80)
+}
+
+fn dns() -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, 53)
+}
+
+/// A datapath with a TCP service (three backends), a UDP service (two) and an empty TCP service.
+struct Nat {
+    datapath: Datapath,
+}
+
+impl Nat {
+    fn new() -> Self {
+        let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
+        datapath
+            .sync(&[
+                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: TCP_BACKENDS.to_vec() },
+                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: UDP_BACKENDS.to_vec() },
+                Service { vip: EMPTY_VIP, port: 80, proto: Protocol::Tcp, backends: Vec::new() },
+            ])
+            .expect("program the services");
+        Self { datapath }
+    }
+
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.datapath.program_fd(PROG_TC_NAT).expect("tc_nat is loaded");
+        packet::test_run(fd, frame)
+    }
+
+    /// Runs `frame` and expects it through (`TC_ACT_OK`) with its bytes unchanged.
+    fn passes_unchanged(&self, frame: &[u8], what: &str) {
+        let fd = self.datapath.program_fd(PROG_TC_NAT).expect("tc_nat is loaded");
+        let (verdict, out) = packet::try_test_run(fd, frame).unwrap_or_else(|error| panic!("{what}: {error}"));
+        assert_eq!(verdict, TC_ACT_OK, "{what}: verdict");
+        assert_eq!(out, frame, "{what}: bytes unchanged");
+    }
+
+    /// Runs `frame`, expects `TC_ACT_OK` and valid checksums, and returns the rewritten frame.
+    fn translated(&self, frame: &Frame) -> (packet::Parsed, Vec<u8>) {
+        let (verdict, out) = self.run(&frame.build());
+        assert_eq!(verdict, TC_ACT_OK, "verdict for {frame:?}");
+        (packet::parse_checked(&out), out)
+    }
+
+    fn counter(&self, which: Counter) -> u64 {
+        let counters = self.datapath.counters().expect("read the counters");
+        counters.into_iter().find(|(c, _)| *c == which).expect("every counter is listed").1
+    }
+}
+
+#[test]
+fn tcp_syn_to_a_service_goes_to_a_backend_with_valid_checksums_and_is_tracked() {
+    let nat = Nat::new();
+    let syn = Frame { payload: b"hello".to_vec(), ..Frame::tcp(CLIENT, web()) };
+    let (parsed, out) = nat.translated(&syn);
+    assert!(TCP_BACKENDS.contains(&parsed.dst), "{} is a backend", parsed.dst);
+    assert_eq!((parsed.src, parsed.proto), (CLIENT, IPPROTO_TCP), "source untouched");
+    // Only the destination and the checksums changed.
+    let original = syn.build();
+    let ip = ETH_HLEN;
+    let tcp = ETH_HLEN + 20;
+    for (at, (before, after)) in original.iter().zip(&out).enumerate() {
+        let rewritten = (ip + 10..ip + 12).contains(&at)
+            || (ip + 16..ip + 20).contains(&at)
+            || (tcp + 2..tcp + 4).contains(&at)
+            || (tcp + 16..tcp + 18).contains(&at);
+        if !rewritten {
+            assert_eq!(before, after, "byte {at} is not the program's to change");
+        }
+    }
+    assert_eq!(out.len(), original.len());
+
+    let flow = CtKey::new(CLIENT, web(), IPPROTO_TCP);
+    let conntrack = nat.datapath.conntrack().expect("read CT");
+    assert_eq!(conntrack.len(), 1, "{conntrack:?}");
+    let (key, entry) = conntrack[0];
+    assert_eq!(key, flow);
+    assert_eq!((entry.backend(), entry.service()), (parsed.dst, web()));
+    let rev_nat = nat.datapath.rev_nat().expect("read CT_REV");
+    assert_eq!(rev_nat.len(), 1, "{rev_nat:?}");
+    let (reply, service) = rev_nat[0];
+    assert_eq!(reply, CtKey::new(parsed.dst, CLIENT, IPPROTO_TCP), "keyed by the backend's reply");
+    assert_eq!(service.socket_addr(), web());
+    assert_eq!(nat.counter(Counter::TcDnat), 1);
+}
+
+#[test]
+fn a_flow_stays_on_its_backend_and_flows_spread() {
+    let nat = Nat::new();
+    let (first, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    for _ in 0..30 {
+        let ack = Frame { tcp_flags: TCP_ACK, payload: b"more".to_vec(), ..Frame::tcp(CLIENT, web()) };
+        let (next, _) = nat.translated(&ack);
+        assert_eq!(next.dst, first.dst, "every packet of the flow goes to its backend");
+    }
+    assert_eq!(nat.datapath.conntrack().expect("read CT").len(), 1, "one flow, one entry");
+
+    // 60 other flows: with three backends, all on one would be a (1/3)^59 chance.
+    let backends: BTreeSet<SocketAddrV4> = (1..=60)
+        .map(|i| nat.translated(&Frame::tcp(SocketAddrV4::new(*CLIENT.ip(), 41_000 + i), web())).0.dst)
+        .collect();
+    assert!(backends.len() > 1, "new flows pick backends at random: {backends:?}");
+    assert!(backends.iter().all(|b| TCP_BACKENDS.contains(b)), "{backends:?}");
+    assert_eq!(nat.datapath.conntrack().expect("read CT").len(), 61);
+    assert_eq!(nat.datapath.rev_nat().expect("read CT_REV").len(), 61);
+    assert_eq!(nat.counter(Counter::TcDnat), 91);
+}
+
+#[test]
+fn a_backend_reply_comes_from_the_service() {
+    let nat = Nat::new();
+    let (request, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    let backend = request.dst;
+
+    let syn_ack = Frame { tcp_flags: TCP_SYN | TCP_ACK, payload: b"welcome".to_vec(), ..Frame::tcp(backend, CLIENT) };
+    let (reply, out) = nat.translated(&syn_ack);
+    assert_eq!((reply.src, reply.dst), (web(), CLIENT), "the client sees the service address");
+    assert_eq!(&out[out.len() - 7..], b"welcome", "payload untouched");
+    assert_eq!(nat.counter(Counter::TcRevNat), 1);
+
+    // The same backend answering another client port, or another backend: not a translated flow.
+    let other_port = Frame::tcp(backend, SocketAddrV4::new(*CLIENT.ip(), 40_001)).build();
+    nat.passes_unchanged(&other_port, "reply to an untracked client port");
+    let other_backend = TCP_BACKENDS.into_iter().find(|b| *b != backend).expect("three backends");
+    nat.passes_unchanged(&Frame::tcp(other_backend, CLIENT).build(), "reply from another backend");
+    assert_eq!(nat.counter(Counter::TcRevNat), 1);
+}
+
+#[test]
+fn a_flow_keeps_its_backend_while_the_backends_change() {
+    let mut nat = Nat::new();
+    let (first, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    // The flow's backend moves to another slot and others come and go: the flow follows CT.
+    let mut backends: Vec<SocketAddrV4> = TCP_BACKENDS.iter().rev().copied().collect();
+    backends.push(SocketAddrV4::new(Ipv4Addr::new(10, 244, 3, 9), 8080));
+    backends.retain(|b| *b == first.dst || *b != TCP_BACKENDS[0]);
+    nat.datapath
+        .upsert(&Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: backends.clone() })
+        .expect("change the backends");
+    for _ in 0..10 {
+        let ack = Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) };
+        assert_eq!(nat.translated(&ack).0.dst, first.dst, "an established flow stays put");
+    }
+
+    // Service gone: its address is left alone, but replies of tracked flows are still restored.
+    nat.datapath.remove(VIP, 80, Protocol::Tcp).expect("remove the service");
+    nat.passes_unchanged(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) }.build(), "no service any more");
+    let (reply, _) = nat.translated(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(first.dst, CLIENT) });
+    assert_eq!(reply.src, web());
+}
+
+#[test]
+fn udp_is_translated_both_ways() {
+    let nat = Nat::new();
+    let (request, _) = nat.translated(&Frame::udp(CLIENT, dns()));
+    assert!(UDP_BACKENDS.contains(&request.dst), "{}", request.dst);
+    assert_eq!((request.src, request.proto), (CLIENT, IPPROTO_UDP));
+    assert_ne!(request.l4_checksum, 0, "a UDP checksum stays present");
+    for _ in 0..10 {
+        assert_eq!(nat.translated(&Frame::udp(CLIENT, dns())).0.dst, request.dst, "UDP flows stick too");
+    }
+    let (reply, _) = nat.translated(&Frame::udp(request.dst, CLIENT));
+    assert_eq!((reply.src, reply.dst), (dns(), CLIENT));
+    assert_eq!((nat.counter(Counter::TcDnat), nat.counter(Counter::TcRevNat)), (11, 1));
+}
+
+#[test]
+fn udp_without_checksum_keeps_none() {
+    let nat = Nat::new();
+    let query = Frame { udp_no_checksum: true, ..Frame::udp(CLIENT, dns()) };
+    let (request, _) = nat.translated(&query);
+    assert!(UDP_BACKENDS.contains(&request.dst), "{}", request.dst);
+    assert_eq!(request.l4_checksum, 0, "checksum 0 (none) stays 0");
+    let answer = Frame { udp_no_checksum: true, ..Frame::udp(request.dst, CLIENT) };
+    let (reply, _) = nat.translated(&answer);
+    assert_eq!((reply.src, reply.l4_checksum), (dns(), 0));
+}
+
+#[test]
+fn ipv4_options_are_skipped_by_ihl() {
+    let nat = Nat::new();
+    // Router alert (4 bytes), then NOP, NOP, NOP, end of list.
+    let options = vec![0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00];
+    let syn = Frame { ip_options: options.clone(), payload: b"opts".to_vec(), ..Frame::tcp(CLIENT, web()) };
+    let (request, out) = nat.translated(&syn);
+    assert!(TCP_BACKENDS.contains(&request.dst), "{}", request.dst);
+    assert_eq!(request.src, CLIENT);
+    assert_eq!(&out[ETH_HLEN + 20..ETH_HLEN + 28], &options[..], "options untouched");
+    let udp = Frame { ip_options: options, ..Frame::udp(CLIENT, dns()) };
+    assert!(UDP_BACKENDS.contains(&nat.translated(&udp).0.dst));
+    let reply = Frame { ip_options: vec![0x01, 0x01, 0x01, 0x00], ..Frame::tcp(request.dst, CLIENT) };
+    assert_eq!(nat.translated(&reply).0.src, web(), "reverse NAT with options too");
+}
+
+#[test]
+fn traffic_that_is_not_a_service_passes_unchanged() {
+    let nat = Nat::new();
+    let cases = [
+        ("unknown VIP", Frame::tcp(CLIENT, SocketAddrV4::new(OTHER_VIP, 80))),
+        ("service address, other port", Frame::tcp(CLIENT, SocketAddrV4::new(VIP, 81))),
+        ("UDP to a TCP-only port", Frame::udp(CLIENT, web())),
+        ("TCP to a UDP-only port", Frame::tcp(CLIENT, dns())),
+        ("pod to pod", Frame::tcp(CLIENT, TCP_BACKENDS[0])),
+        (
+            "ICMP to a service address",
+            Frame { proto: IPPROTO_ICMP, payload: vec![8, 0, 0, 0], ..Frame::tcp(CLIENT, web()) },
+        ),
+        ("not IPv4", Frame { ether_type: ETH_P_IPV6, ..Frame::tcp(CLIENT, web()) }),
+    ];
+    for (what, frame) in cases {
+        nat.passes_unchanged(&frame.build(), what);
+    }
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty());
+    for counter in [Counter::TcDnat, Counter::TcRevNat, Counter::TcMalformed, Counter::TcFragment] {
+        assert_eq!(nat.counter(counter), 0, "{}", counter.name());
+    }
+}
+
+#[test]
+fn a_service_without_backends_drops() {
+    let nat = Nat::new();
+    let (verdict, _) = nat.run(&Frame::tcp(CLIENT, SocketAddrV4::new(EMPTY_VIP, 80)).build());
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(nat.counter(Counter::TcNoBackend), 1);
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty());
+}
+
+#[test]
+fn fragments_pass_unchanged_and_are_counted() {
+    let nat = Nat::new();
+    let first = Frame { frag_off: IP_MF, ..Frame::udp(CLIENT, dns()) };
+    nat.passes_unchanged(&first.build(), "first fragment (MF)");
+    let later = Frame { frag_off: 185, ..Frame::udp(CLIENT, dns()) };
+    nat.passes_unchanged(&later.build(), "last fragment (offset)");
+    let middle = Frame { frag_off: IP_MF | 1, ..Frame::tcp(CLIENT, web()) };
+    nat.passes_unchanged(&middle.build(), "middle TCP fragment");
+    assert_eq!(nat.counter(Counter::TcFragment), 3);
+    assert_eq!(nat.counter(Counter::TcDnat), 0);
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty());
+}
+
+#[test]
+fn truncated_and_malformed_frames_pass_unchanged_and_are_counted() {
+    let nat = Nat::new();
+    let tcp = Frame::tcp(CLIENT, web()).build();
+    let udp = Frame::udp(CLIENT, dns()).build();
+    let mut ihl_4 = tcp.clone();
+    ihl_4[ETH_HLEN] = 0x44;
+    let mut version_6 = tcp.clone();
+    version_6[ETH_HLEN] = 0x65;
+    let mut short_total = tcp.clone();
+    short_total[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&30u16.to_be_bytes());
+    // IHL 7 (8 bytes of options) but the frame ends after 4 of them: the header is cut.
+    let with_options = Frame { ip_options: vec![1; 8], ..Frame::tcp(CLIENT, web()) }.build();
+    let options_cut = &with_options[..ETH_HLEN + 24];
+    // IHL 6 and a TCP header cut right after the ports.
+    let one_option = Frame { ip_options: vec![1; 4], ..Frame::tcp(CLIENT, web()) }.build();
+    let cases: [(&str, &[u8]); 8] = [
+        ("IPv4 header cut in its options", options_cut),
+        ("TCP header cut", &tcp[..ETH_HLEN + 20 + 12]),
+        ("TCP header cut after options", &one_option[..ETH_HLEN + 24 + 4]),
+        ("UDP header cut", &udp[..ETH_HLEN + 20 + 6]),
+        ("IHL 4", &ihl_4),
+        ("IPv4 version 6", &version_6),
+        ("total length shorter than the headers", &short_total),
+        ("IHL 15, past the end of the frame", &{
+            let mut frame = tcp.clone();
+            frame[ETH_HLEN] = 0x4f;
+            frame
+        }),
+    ];
+    for (what, frame) in cases {
+        nat.passes_unchanged(frame, what);
+    }
+    // This kernel's BPF_PROG_TEST_RUN refuses IPv4 frames shorter than Ethernet + 20 bytes
+    // (EINVAL) before the program runs; should one run, it must leave the frame alone.
+    let mut ran = 0;
+    for (what, frame) in [("Ethernet header only", &tcp[..ETH_HLEN]), ("IPv4 header cut", &tcp[..ETH_HLEN + 12])] {
+        let fd = nat.datapath.program_fd(PROG_TC_NAT).expect("tc_nat is loaded");
+        match packet::try_test_run(fd, frame) {
+            Ok((verdict, out)) => {
+                assert_eq!((verdict, out.as_slice()), (TC_ACT_OK, frame), "{what}: passed unchanged");
+                ran += 1;
+            }
+            Err(error) => assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "{what}: {error}"),
+        }
+    }
+    assert_eq!(nat.counter(Counter::TcMalformed), 8 + ran);
+    assert_eq!(nat.counter(Counter::TcDnat), 0);
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty());
+}
+
+/// The checks above would see a bad checksum: a rewrite without fixing it is caught.
+#[test]
+fn the_checksum_check_catches_a_stale_checksum() {
+    let mut frame = Frame::tcp(CLIENT, web()).build();
+    packet::parse_checked(&frame);
+    // Destination port 80 → 81 without touching the TCP checksum.
+    frame[ETH_HLEN + 20 + 3] = 81;
+    let caught = std::panic::catch_unwind(|| packet::parse_checked(&frame));
+    assert!(caught.is_err(), "a stale TCP checksum must fail the check");
+}
+
+#[test]
+fn the_committed_object_translates_too() {
+    static PREBUILT: &[u8] = aya::include_bytes_aligned!("../../ebpf/prebuilt/keelson.bpf.o");
+    let mut datapath = Datapath::load_object(PREBUILT, &Config::default()).expect("load the committed object");
+    datapath
+        .sync(&[Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: TCP_BACKENDS[..1].to_vec() }])
+        .expect("program");
+    let fd = datapath.program_fd(PROG_TC_NAT).expect("tc_nat is loaded");
+    let (verdict, out) = packet::test_run(fd, &Frame::tcp(CLIENT, web()).build());
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(packet::parse_checked(&out).dst, TCP_BACKENDS[0]);
+}
+
+/// Real traffic through `tc_nat` attached with TCX: namespaces `ktc-<pid>-{c,n,b}` for the client,
+/// the node and the backend; veths `ktc<pid>c0`/`c1` (client ↔ node) and `ktc<pid>b0`/`b1`
+/// (backend ↔ node), created straight inside the namespaces (never in the host's). The node
+/// forwards between its two veths and runs `tc_nat` on both of their ingresses: the client's
+/// request is translated on `c1`, the backend's reply on `b1`. Everything is deleted on drop,
+/// also when an assertion fails.
+mod netns {
+    use std::fs::File;
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 2);
+    const NODE_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+    const BACKEND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080);
+    const NODE_BACKEND_SIDE: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const EXCHANGES: usize = 5;
+
+    /// Runs `ip args…`; panics with stderr when it fails.
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip (iproute2 must be installed)");
+        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The namespaces this test created; deleted (with their veths) on drop.
+    struct Topology {
+        pid: u32,
+        created: Vec<String>,
+    }
+
+    impl Topology {
+        fn ns(&self, tag: &str) -> String {
+            format!("ktc-{}-{tag}", self.pid)
+        }
+
+        fn link(&self, name: &str) -> String {
+            format!("ktc{}{name}", self.pid)
+        }
+
+        fn add_ns(&mut self, tag: &str) -> String {
+            let name = self.ns(tag);
+            ip(&["netns", "add", &name]);
+            self.created.push(name.clone());
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+            name
+        }
+
+        /// A veth `<end>0` in `ns` with `addr/24` and a default route via `gateway`, peered with
+        /// `<end>1` in the node namespace holding `gateway/24`.
+        fn wire(&self, ns: &str, end: &str, addr: Ipv4Addr, gateway: Ipv4Addr) {
+            let node = self.ns("n");
+            let (inner, outer) = (self.link(&format!("{end}0")), self.link(&format!("{end}1")));
+            ip(&["-n", ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns", &node]);
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+            ip(&["-n", ns, "link", "set", &inner, "up"]);
+            ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string()]);
+            ip(&["-n", &node, "addr", "add", &format!("{gateway}/24"), "dev", &outer]);
+            ip(&["-n", &node, "link", "set", &outer, "up"]);
+        }
+
+        fn build() -> Self {
+            let mut topo = Self { pid: std::process::id(), created: Vec::new() };
+            topo.add_ns("n");
+            // A thread's /proc/sys/net is its own namespace's. Before the veths exist, so that they
+            // inherit `default`: the reply enters b1 with the VIP as source, which the node has no
+            // route back to, so no reverse-path check.
+            topo.in_ns("n", || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the node namespace");
+                for conf in ["all", "default"] {
+                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0").expect("rp_filter");
+                }
+            });
+            let client = topo.add_ns("c");
+            let backend = topo.add_ns("b");
+            topo.wire(&client, "c", CLIENT_ADDR, NODE_CLIENT_SIDE);
+            topo.wire(&backend, "b", *BACKEND.ip(), NODE_BACKEND_SIDE);
+            topo
+        }
+
+        fn netns_path(&self, tag: &str) -> PathBuf {
+            PathBuf::from("/run/netns").join(self.ns(tag))
+        }
+
+        /// Runs `f` on a thread inside namespace `tag`.
+        fn in_ns<T: Send>(&self, tag: &str, f: impl FnOnce() -> T + Send) -> T {
+            let file = File::open(self.netns_path(tag)).expect("open the namespace");
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+                        f()
+                    })
+                    .join()
+                    .expect("the thread in the namespace panicked")
+            })
+        }
+
+        /// Starts a thread inside namespace `tag`; it stays there.
+        fn spawn_in_ns<T: Send + 'static>(
+            &self,
+            tag: &str,
+            f: impl FnOnce() -> T + Send + 'static,
+        ) -> std::thread::JoinHandle<T> {
+            let file = File::open(self.netns_path(tag)).expect("open the namespace");
+            std::thread::spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+                f()
+            })
+        }
+    }
+
+    impl Drop for Topology {
+        fn drop(&mut self) {
+            for ns in self.created.iter().rev() {
+                let deleted = Command::new("ip").args(["netns", "del", ns]).status();
+                if !deleted.is_ok_and(|status| status.success()) {
+                    eprintln!("could not delete namespace {ns}");
+                }
+            }
+        }
+    }
+
+    /// Answers `EXCHANGES` TCP connections and `EXCHANGES` datagrams with the peer it saw.
+    fn serve(listener: TcpListener, udp: UdpSocket) {
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let deadline = Instant::now() + TIMEOUT * 2;
+        let mut served = 0;
+        while served < EXCHANGES && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let _ = writeln!(stream, "{peer}");
+                    served += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut buf = [0; 64];
+        for _ in 0..EXCHANGES {
+            let Ok((_, from)) = udp.recv_from(&mut buf) else { break };
+            let _ = udp.send_to(from.to_string().as_bytes(), from);
+        }
+    }
+
+    #[test]
+    fn client_reaches_a_backend_through_the_vip() {
+        let topo = Topology::build();
+        let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
+        datapath
+            .sync(&[
+                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: vec![BACKEND] },
+                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: vec![BACKEND] },
+            ])
+            .expect("program the services");
+        let (c1, b1) = (topo.link("c1"), topo.link("b1"));
+        topo.in_ns("n", || {
+            for iface in [&c1, &b1] {
+                datapath.attach_tc(iface).expect("attach tc_nat to a node-side veth");
+            }
+            assert!(
+                matches!(datapath.attach_tc(&c1), Err(node_agent::datapath::Error::TcAttachedAlready { .. })),
+                "attaching twice is refused"
+            );
+        });
+        assert_eq!(datapath.tc_interfaces(), [c1.as_str(), b1.as_str()]);
+
+        let (listener, udp) = topo.in_ns("b", || {
+            (TcpListener::bind(BACKEND).expect("bind TCP"), UdpSocket::bind(BACKEND).expect("bind UDP"))
+        });
+        let server = topo.spawn_in_ns("b", move || serve(listener, udp));
+
+        let (tcp_seen, udp_seen) = topo.in_ns("c", || {
+            let service = SocketAddrV4::new(VIP, 80);
+            let tcp: Vec<(String, std::net::SocketAddr)> = (0..EXCHANGES)
+                .map(|_| {
+                    let mut stream = TcpStream::connect_timeout(&service.into(), TIMEOUT).expect("connect to the VIP");
+                    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                    let mut reply = String::new();
+                    stream.read_to_string(&mut reply).expect("read the backend's reply");
+                    (reply.trim().to_owned(), stream.peer_addr().expect("peer"))
+                })
+                .collect();
+            let dns = SocketAddrV4::new(VIP, 53);
+            let udp: Vec<String> = (0..EXCHANGES)
+                .map(|_| {
+                    // A connected socket only accepts datagrams from the address it sent to.
+                    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind UDP client");
+                    socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                    socket.connect(dns).expect("connect UDP");
+                    socket.send(b"who").expect("send");
+                    let mut buf = [0; 64];
+                    let len = socket.recv(&mut buf).expect("a reply from the VIP");
+                    String::from_utf8_lossy(&buf[..len]).into_owned()
+                })
+                .collect();
+            (tcp, udp)
+        });
+        server.join().expect("the server thread");
+        for (seen_by_backend, peer) in &tcp_seen {
+            assert_eq!(*peer, SocketAddrV4::new(VIP, 80).into(), "the client's peer is the VIP");
+            let seen: SocketAddrV4 = seen_by_backend.parse().expect("the backend reports the client");
+            assert_eq!(*seen.ip(), CLIENT_ADDR, "the backend sees the client (no SNAT)");
+        }
+        for seen_by_backend in &udp_seen {
+            let seen: SocketAddrV4 = seen_by_backend.parse().expect("the backend reports the client");
+            assert_eq!(*seen.ip(), CLIENT_ADDR);
+        }
+
+        let counter =
+            |which| datapath.counters().expect("counters").into_iter().find(|(c, _)| *c == which).expect("listed").1;
+        assert!(counter(Counter::TcDnat) >= 2 * EXCHANGES as u64, "{}", counter(Counter::TcDnat));
+        assert!(counter(Counter::TcRevNat) >= 2 * EXCHANGES as u64, "{}", counter(Counter::TcRevNat));
+        let conntrack = datapath.conntrack().expect("read CT");
+        assert!(conntrack.len() >= 2 * EXCHANGES, "{conntrack:?}");
+        assert!(conntrack.iter().all(|(key, entry)| *key.source().ip() == CLIENT_ADDR && entry.backend() == BACKEND));
+
+        topo.in_ns("n", || {
+            datapath.detach_tc(&c1).expect("detach");
+            datapath.detach_tc(&b1).expect("detach");
+        });
+        assert!(datapath.tc_interfaces().is_empty());
+    }
+}
