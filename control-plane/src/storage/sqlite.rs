@@ -61,17 +61,10 @@ const REPLAY_CHUNK: usize = 512;
 /// `log` rows scanned per compaction transaction, so writes interleave with a long compaction.
 const COMPACT_CHUNK: i64 = 2048;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// WAL pages after a commit that wake the [`Checkpointer`] (SQLite's own automatic checkpoint
-/// threshold).
-const CHECKPOINT_PAGES: i32 = 1000;
-/// Past [`CHECKPOINT_PAGES`], the writer finishes the checkpoint itself once at most this many
-/// frames are left to copy (or at twice the threshold, whatever is left), so that the WAL starts
-/// over: see [`Checkpointer`].
-const CHECKPOINT_FINISH_FRAMES: i32 = 128;
 /// How long the post-compaction `wal_checkpoint(TRUNCATE)` may wait for readers; writes wait too.
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_millis(200);
-/// The WAL file is cut back to this size when it starts over after a checkpoint (it cycles at
-/// about [`CHECKPOINT_PAGES`] pages, ~4 MiB).
+/// The WAL file is cut back to this size after a checkpoint resets it (it cycles at ~4 MiB:
+/// SQLite checkpoints every 1000 pages).
 const WAL_SIZE_LIMIT: i64 = 8 << 20;
 const SCHEMA_VERSION: i64 = 1;
 
@@ -119,7 +112,6 @@ pub struct SqliteStore {
     commands: Option<std_mpsc::Sender<Command>>,
     events: broadcast::Sender<Arc<Event>>,
     writer: Option<JoinHandle<()>>,
-    checkpointer: Option<JoinHandle<()>>,
     /// Held (flock) for the store's lifetime. A separate file: closing any descriptor of the
     /// database itself would drop SQLite's POSIX locks.
     _lock: File,
@@ -186,7 +178,7 @@ impl SqliteStore {
         })?;
 
         preallocate_wal(path)?;
-        let mut conn = open_writer(path)?;
+        let conn = open_writer(path)?;
         let meta = |name: &str| conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| row.get(0));
         let (mut rev, compacted, compact_done): (Revision, Revision, Revision) =
             (meta("rev")?, meta("compacted")?, meta("compact_done")?);
@@ -214,14 +206,6 @@ impl SqliteStore {
         });
         let (events, _) = broadcast::channel(LIVE_EVENTS);
         let (commands, queue) = std_mpsc::channel();
-        let (committed, wake) = std_mpsc::sync_channel(1);
-        let backfilled = Arc::new(AtomicI64::new(0));
-        conn.wal_hook(Some(wal_hook(committed, Arc::clone(&backfilled))))?;
-        let checkpointer = Checkpointer { conn: open_checkpointer(path)?, backfilled };
-        let checkpointer = std::thread::Builder::new()
-            .name("store-checkpoint".to_string())
-            .spawn(move || checkpointer.run(&wake))
-            .map_err(|e| StoreError::Backend(format!("spawn the store checkpointer: {e}")))?;
         let writer = Writer {
             conn,
             rev,
@@ -237,14 +221,7 @@ impl SqliteStore {
             .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Backend(format!("spawn the store writer: {e}")))?;
         info!(path = %path.display(), revision = rev, compacted, "opened SQLite store");
-        Ok(SqliteStore {
-            shared,
-            commands: Some(commands),
-            events,
-            writer: Some(writer),
-            checkpointer: Some(checkpointer),
-            _lock: lock,
-        })
+        Ok(SqliteStore { shared, commands: Some(commands), events, writer: Some(writer), _lock: lock })
     }
 
     /// The database file.
@@ -274,13 +251,6 @@ impl Drop for SqliteStore {
             && writer.join().is_err()
         {
             warn!("the store writer thread panicked");
-        }
-        // The writer's connection held the checkpointer's wake-up channel: with it gone, the
-        // checkpointer ends.
-        if let Some(checkpointer) = self.checkpointer.take()
-            && checkpointer.join().is_err()
-        {
-            warn!("the store checkpointer thread panicked");
         }
     }
 }
@@ -459,102 +429,13 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Backend(format!("{} refused WAL mode (got {mode})", path.display())));
     }
-    // No automatic checkpoints in the writer's commits: the `Checkpointer` thread does them.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}; \
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;"
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;"
     ))?;
     conn.execute_batch(SCHEMA)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
-}
-
-/// The checkpointer's connection: read-write, used for nothing but `wal_checkpoint`.
-fn open_checkpointer(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // The database file is synced after each checkpoint, as the writer's own would.
-    conn.execute_batch("PRAGMA synchronous = FULL")?;
-    Ok(conn)
-}
-
-/// Copies committed WAL frames into the database file on a thread of its own.
-///
-/// SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1 000 pages: the
-/// writer copies ~4 MiB of frames into the database file and fsyncs it before it answers anyone,
-/// and every write waits behind it, several milliseconds every few hundred updates under load.
-/// Here the writer has `wal_autocheckpoint = 0` and a WAL hook ([`wal_hook`]) that wakes this
-/// thread past [`CHECKPOINT_PAGES`]; it runs PASSIVE checkpoints, which copy what is committed
-/// without blocking the writer. A WAL only starts over when a transaction begins with every
-/// frame copied, which a busy writer (always a commit ahead) never sees, so the writer finishes
-/// the job itself once little is left ([`CHECKPOINT_FINISH_FRAMES`]): a short copy and an fsync
-/// of a database file whose bulk was synced already. Durability does not depend on any of this:
-/// a commit is durable once its WAL frames are synced.
-struct Checkpointer {
-    conn: Connection,
-    /// Frames of the current WAL the last pass copied (reset by the hook when the WAL restarts).
-    backfilled: Arc<AtomicI64>,
-}
-
-/// Passes in a row without catching up before the checkpointer waits for the next wake-up.
-const CHECKPOINT_PASSES: usize = 8;
-
-impl Checkpointer {
-    fn run(self, wake: &std_mpsc::Receiver<()>) {
-        let _span = tracing::info_span!("store_checkpoint").entered();
-        // Ends when the writer's connection, which holds the sender, is gone.
-        while wake.recv().is_ok() {
-            for _ in 0..CHECKPOINT_PASSES {
-                let started = std::time::Instant::now();
-                let result = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                    Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-                });
-                match result {
-                    Ok((frames, copied)) => {
-                        debug!(frames, copied, took = ?started.elapsed(), "checkpoint");
-                        self.backfilled.store(copied, Ordering::Relaxed);
-                        if copied >= frames {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        warn!(%error, "WAL checkpoint failed");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The writer's WAL hook (called in each commit with the WAL's size in pages): wakes the
-/// [`Checkpointer`], and finishes its checkpoint in the writer when little is left to copy.
-fn wal_hook(
-    wake: std_mpsc::SyncSender<()>,
-    backfilled: Arc<AtomicI64>,
-) -> impl FnMut(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()> + Send + 'static {
-    let mut last = 0;
-    move |wal, pages| {
-        if pages < last {
-            // The WAL started over: nothing of it is copied yet.
-            backfilled.store(0, Ordering::Relaxed);
-        }
-        last = pages;
-        if pages < CHECKPOINT_PAGES {
-            return Ok(());
-        }
-        let left = pages - i32::try_from(backfilled.load(Ordering::Relaxed)).unwrap_or(0);
-        if left <= CHECKPOINT_FINISH_FRAMES || pages >= 2 * CHECKPOINT_PAGES {
-            // `checkpoint` is PASSIVE.
-            if let Err(error) = wal.checkpoint() {
-                warn!(%error, "WAL checkpoint failed");
-            }
-        } else {
-            // A full channel means the checkpointer is awake already.
-            let _ = wake.try_send(());
-        }
-        Ok(())
-    }
 }
 
 fn open_reader(path: &Path) -> StoreResult<Connection> {
