@@ -4,9 +4,11 @@
 //! `node-agent hollow --kubeconfig F --nodes N …` runs N hollow nodes until SIGTERM or Ctrl-C.
 //! `node-agent network --kubeconfig F --node-name N …` keeps this node's CNI configuration and
 //! its routes to the other nodes' pod CIDRs current.
-//! `node-agent proxy --kubeconfig F [--pin-dir D] [--cgroup C]` loads the eBPF datapath (maps
-//! pinned in D), attaches its socket programs to the cgroup C and keeps its service table equal
-//! to the cluster's Services and EndpointSlices until SIGTERM or Ctrl-C.
+//! `node-agent proxy --kubeconfig F [--pin-dir D] [--cgroup C] [--node-name N] [--node-ip A]…
+//! [--pod-cidr P]… [--xdp-iface I]…` loads the eBPF datapath (maps pinned in D), attaches its
+//! socket programs to the cgroup C and `xdp_nodeport` to each I, and keeps its service table
+//! (NodePort frontends on the addresses A) equal to the cluster's Services and EndpointSlices
+//! until SIGTERM or Ctrl-C.
 //! `node-agent lb list|stats [--pin-dir D]` prints the services and backends, or the counters,
 //! held by the maps pinned in D.
 //! Usage errors (bad flags, invalid values) exit with 64.
@@ -63,6 +65,19 @@ struct ProxyArgs {
     /// only the endpoints on this node. Without it that policy is not applied.
     #[arg(long, env = "KEELSON_NODE_NAME")]
     node_name: Option<String>,
+    /// An address of this node that NodePort and LoadBalancer Services listen on (repeat for
+    /// several). Default with --node-name: the Node's IPv4 InternalIP and ExternalIP addresses,
+    /// read once at start.
+    #[arg(long = "node-ip", env = "KEELSON_NODE_IPS", value_delimiter = ',')]
+    node_ips: Vec<std::net::Ipv4Addr>,
+    /// A pod CIDR of this node (repeatable): backends inside are local, so `xdp_nodeport`
+    /// translates their NodePort flows itself. Default with --node-name: the Node's IPv4 podCIDRs.
+    #[arg(long = "pod-cidr", env = "KEELSON_POD_CIDRS", value_delimiter = ',')]
+    pod_cidrs: Vec<crate::datapath::Cidr>,
+    /// Attach the NodePort fast path `xdp_nodeport` to this interface, the node's external one
+    /// (repeatable; only interfaces the project created). `tc_nat` must serve the same interface.
+    #[arg(long = "xdp-iface", env = "KEELSON_XDP_IFACES", value_delimiter = ',')]
+    xdp_ifaces: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,15 +266,40 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         None => tracing::warn!("no --cgroup: the service table is programmed but no socket is load balanced"),
     }
     let client = crate::hollow::connect(&args.kubeconfig).await.context("connect to the API server")?;
+    let (mut node_ips, mut pod_cidrs) = (args.node_ips.clone(), args.pod_cidrs.clone());
+    if let Some(name) = args.node_name.as_deref().filter(|_| node_ips.is_empty() || pod_cidrs.is_empty()) {
+        // Read once: a node's addresses and pod CIDRs do not change while it runs.
+        let node = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .get(name)
+            .await
+            .with_context(|| format!("read Node {name} for its addresses and pod CIDRs"))?;
+        if node_ips.is_empty() {
+            node_ips = crate::proxy::desired::node_addresses(&node);
+        }
+        if pod_cidrs.is_empty() {
+            pod_cidrs = crate::proxy::desired::node_pod_cidrs(&node);
+        }
+    }
+    datapath.set_local_cidrs(&pod_cidrs).context("write the local pod CIDRs")?;
+    for iface in &args.xdp_ifaces {
+        datapath.attach_xdp(iface).with_context(|| format!("attach xdp_nodeport to {iface}"))?;
+    }
     let cancel = shutdown_token()?;
     tracing::info!(
         pin_dir = %args.pin_dir.display(),
         cgroup = ?args.cgroup,
+        node_ips = ?node_ips,
+        pod_cidrs = ?pod_cidrs,
+        xdp = ?args.xdp_ifaces,
         object = datapath::OBJECT_ORIGIN,
         "service proxy running"
     );
-    let config =
-        crate::proxy::ProxyConfig { debounce: args.debounce, node_name: args.node_name.clone(), ..Default::default() };
+    let config = crate::proxy::ProxyConfig {
+        debounce: args.debounce,
+        node_name: args.node_name.clone(),
+        node_addresses: node_ips,
+        ..Default::default()
+    };
     crate::proxy::run(client, &mut datapath, &config, cancel).await;
     // Dropping the datapath detaches the programs; the pinned maps stay for the next start.
     Ok(())
@@ -360,6 +400,32 @@ mod tests {
         assert_eq!(p.pin_dir, PathBuf::from(crate::datapath::bpffs::DEFAULT_PIN_DIR));
         assert_eq!(p.cgroup, Some(PathBuf::from("/sys/fs/cgroup/k")));
         assert_eq!(p.debounce, Duration::from_millis(20));
+        assert!(p.node_ips.is_empty() && p.pod_cidrs.is_empty() && p.xdp_ifaces.is_empty());
+        let args = Args::try_parse_from([
+            "node-agent",
+            "proxy",
+            "--kubeconfig",
+            "/k",
+            "--node-ip",
+            "192.168.77.1",
+            "--node-ip",
+            "203.0.113.7",
+            "--pod-cidr",
+            "10.244.1.0/24",
+            "--xdp-iface",
+            "knp0",
+        ])
+        .expect("valid flags");
+        let Command::Proxy(p) = args.command else { panic!("proxy subcommand") };
+        assert_eq!(
+            p.node_ips,
+            ["192.168.77.1".parse::<std::net::Ipv4Addr>().expect("ip"), "203.0.113.7".parse().expect("ip")]
+        );
+        assert_eq!(p.pod_cidrs, ["10.244.1.0/24".parse::<crate::datapath::Cidr>().expect("cidr")]);
+        assert_eq!(p.xdp_ifaces, ["knp0"]);
+        assert!(
+            Args::try_parse_from(["node-agent", "proxy", "--kubeconfig", "/k", "--pod-cidr", "10.244.1.0"]).is_err()
+        );
         let args =
             Args::try_parse_from(["node-agent", "lb", "list", "--pin-dir", "/sys/fs/bpf/x"]).expect("valid flags");
         let Command::Lb { command: LbCommand::List(l) } = args.command else { panic!("lb list subcommand") };

@@ -241,6 +241,22 @@ fn proxy_programs_services_and_endpoint_slices_and_follows_changes() {
 }
 
 #[test]
+fn lb_list_shows_node_port_frontends_and_stats_the_xdp_counters() {
+    let bpffs = PrivateBpffs::mount();
+    let mut datapath =
+        Datapath::load(&datapath::Config { pin_dir: Some(bpffs.pin_dir()) }).expect("load the eBPF datapath");
+    let node_ip = Ipv4Addr::new(192, 168, 77, 1);
+    datapath.sync(&[frontend(node_ip, 30080, Protocol::Tcp, &[READY_A], 8080)]).expect("program a node port");
+    let list = lb("list", &bpffs.pin_dir());
+    assert!(
+        list.contains(&format!("{node_ip}:30080/TCP")) && list.contains(&format!("=> {READY_A}:8080/TCP")),
+        "{list}"
+    );
+    let stats = lb("stats", &bpffs.pin_dir());
+    assert!(stats.contains("xdp_dnat") && stats.contains("xdp_no_backend"), "{stats}");
+}
+
+#[test]
 fn lb_list_without_pins_fails_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pin_dir = dir.path().join("nothing-here");

@@ -27,6 +27,10 @@ pub const SOCKET_PROGRAMS: [&str; 4] = [PROG_CONNECT4, PROG_SENDMSG4, PROG_RECVM
 /// DNAT of service traffic to a backend ([`CT`]) and reverse NAT of the backends' replies
 /// ([`CT_REV`]), in one program.
 pub const PROG_TC_NAT: &str = "tc_nat";
+/// XDP program for the node's external interface: the NodePort fast path. A packet to a service
+/// frontend whose backend is on this node (inside [`LOCAL_CIDRS`]) is translated as `tc_nat`
+/// would (same [`CT`]/[`CT_REV`] entries) and passed up; everything else passes unchanged.
+pub const PROG_XDP_NODEPORT: &str = "xdp_nodeport";
 
 /// Hash map [`ServiceKey`] → [`ServiceValue`].
 pub const SERVICES: &str = "SERVICES";
@@ -42,8 +46,12 @@ pub const CT: &str = "CT";
 /// LRU hash map [`CtKey`] → [`ServiceAddr`]: the service a backend's reply must appear to come
 /// from, keyed by the reply as the backend sends it.
 pub const CT_REV: &str = "CT_REV";
+/// Array of [`LocalCidr`], [`LOCAL_CIDRS_MAX_ENTRIES`] slots: the pod CIDRs of this node. A
+/// backend inside one of them is local (reachable through a pod veth here), which is what
+/// `xdp_nodeport` needs to know before it translates a packet itself.
+pub const LOCAL_CIDRS: &str = "LOCAL_CIDRS";
 /// Every map the datapath owns (and pins, when asked).
-pub const MAPS: [&str; 6] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV];
+pub const MAPS: [&str; 7] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS];
 
 pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
 pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
@@ -53,6 +61,8 @@ pub const SOCK_REV_NAT_MAX_ENTRIES: u32 = 131_072;
 pub const CT_MAX_ENTRIES: u32 = 131_072;
 /// One reverse entry per [`CT`] entry.
 pub const CT_REV_MAX_ENTRIES: u32 = CT_MAX_ENTRIES;
+/// Pod CIDRs a node can have (one IPv4 `podCIDR` today; room for more).
+pub const LOCAL_CIDRS_MAX_ENTRIES: u32 = 4;
 
 /// `IPPROTO_TCP`, as in `bpf_sock_addr.protocol`.
 pub const IPPROTO_TCP: u8 = 6;
@@ -227,6 +237,47 @@ impl CtEntry {
     }
 }
 
+/// One local pod CIDR; a slot with `prefix_len` 0 is unused (a `/0` is never a pod CIDR).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LocalCidr {
+    /// Network order: the network address.
+    pub addr: u32,
+    /// 1 to 32; 0 marks an unused slot.
+    pub prefix_len: u8,
+    pub _pad: [u8; 3],
+}
+
+impl LocalCidr {
+    /// `addr/prefix_len`, host bits cleared; `prefix_len` above 32 is taken as 32.
+    pub const fn new(addr: Ipv4Addr, prefix_len: u8) -> Self {
+        let prefix_len = if prefix_len > 32 { 32 } else { prefix_len };
+        let network = u32::from_be_bytes(addr.octets()) & Self::mask(prefix_len);
+        Self { addr: u32::from_ne_bytes(network.to_be_bytes()), prefix_len, _pad: [0; 3] }
+    }
+
+    pub const fn network(&self) -> Ipv4Addr {
+        let [a, b, c, d] = self.addr.to_ne_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    }
+
+    /// Host order.
+    const fn mask(prefix_len: u8) -> u32 {
+        match prefix_len {
+            0 => 0,
+            32.. => u32::MAX,
+            len => !(u32::MAX >> len),
+        }
+    }
+
+    /// Whether `addr` (network order, as packets carry it) lies inside; never for an unused slot.
+    #[inline(always)]
+    pub const fn contains(&self, addr: u32) -> bool {
+        let mask = Self::mask(self.prefix_len);
+        self.prefix_len != 0 && u32::from_be(addr) & mask == u32::from_be(self.addr) & mask
+    }
+}
+
 /// Indices of the per-CPU [`COUNTERS`] array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -258,10 +309,26 @@ pub enum Counter {
     TcCtUpdateFailed = 11,
     /// `tc_nat`: a rewrite helper failed half-way; the packet was dropped.
     TcRewriteFailed = 12,
+    /// `xdp_nodeport`: a packet to a service rewritten to a local backend and passed up.
+    XdpDnat = 13,
+    /// `xdp_nodeport`: a packet to a service whose backend is not local, passed unchanged (TC
+    /// translates it).
+    XdpNotLocal = 14,
+    /// `xdp_nodeport`: a packet to a service without backends (e.g. `externalTrafficPolicy:
+    /// Local` with no endpoint here), dropped.
+    XdpNoBackend = 15,
+    /// `xdp_nodeport`: a TCP or UDP IPv4 fragment, passed unchanged.
+    XdpFragment = 16,
+    /// `xdp_nodeport`: a packet too short for its headers or with a bad IPv4 header, passed
+    /// unchanged.
+    XdpMalformed = 17,
+    /// `xdp_nodeport`: a conntrack or reverse entry could not be written; the packet was still
+    /// translated.
+    XdpCtUpdateFailed = 18,
 }
 
 impl Counter {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 19] = [
         Self::Connect,
         Self::Sendmsg,
         Self::Recvmsg,
@@ -275,6 +342,12 @@ impl Counter {
         Self::TcMalformed,
         Self::TcCtUpdateFailed,
         Self::TcRewriteFailed,
+        Self::XdpDnat,
+        Self::XdpNotLocal,
+        Self::XdpNoBackend,
+        Self::XdpFragment,
+        Self::XdpMalformed,
+        Self::XdpCtUpdateFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -292,6 +365,12 @@ impl Counter {
             Self::TcMalformed => "tc_malformed",
             Self::TcCtUpdateFailed => "tc_ct_update_failed",
             Self::TcRewriteFailed => "tc_rewrite_failed",
+            Self::XdpDnat => "xdp_dnat",
+            Self::XdpNotLocal => "xdp_not_local",
+            Self::XdpNoBackend => "xdp_no_backend",
+            Self::XdpFragment => "xdp_fragment",
+            Self::XdpMalformed => "xdp_malformed",
+            Self::XdpCtUpdateFailed => "xdp_ct_update_failed",
         }
     }
 }
@@ -307,6 +386,7 @@ const _: () = assert!(core::mem::size_of::<SockRevNatKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ServiceAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 12);
+const _: () = assert!(core::mem::size_of::<LocalCidr>() == 8);
 
 // SAFETY: each type is `repr(C)`, `Copy`, made of integers only, and its padding is an explicit
 // field, so every byte is initialised and any bit pattern is a valid value.
@@ -333,6 +413,9 @@ unsafe impl aya::Pod for CtKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtEntry {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for LocalCidr {}
 
 #[cfg(test)]
 mod tests {
@@ -376,7 +459,7 @@ mod tests {
             assert_eq!(*counter as u32, i as u32);
             assert!(Counter::ALL[..i].iter().all(|other| other.name() != counter.name()));
         }
-        assert_eq!(COUNTERS_LEN, 13);
+        assert_eq!(COUNTERS_LEN, 19);
     }
 
     #[test]
@@ -399,9 +482,26 @@ mod tests {
     }
 
     #[test]
+    fn local_cidr_matches_its_network_only() {
+        let cidr = LocalCidr::new(Ipv4Addr::new(10, 244, 1, 77), 24);
+        assert_eq!(cidr.network(), Ipv4Addr::new(10, 244, 1, 0));
+        assert_eq!(bytes::<_, 8>(cidr), [10, 244, 1, 0, 24, 0, 0, 0]);
+        let wire = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
+        assert!(cidr.contains(wire(Ipv4Addr::new(10, 244, 1, 2))));
+        assert!(cidr.contains(wire(Ipv4Addr::new(10, 244, 1, 255))));
+        assert!(!cidr.contains(wire(Ipv4Addr::new(10, 244, 2, 1))));
+        assert!(!cidr.contains(wire(Ipv4Addr::new(11, 244, 1, 1))));
+        assert!(!LocalCidr::default().contains(wire(Ipv4Addr::new(10, 244, 1, 2))), "unused slot");
+        let host = LocalCidr::new(Ipv4Addr::new(10, 244, 1, 2), 40);
+        assert_eq!(host.prefix_len, 32);
+        assert!(host.contains(wire(Ipv4Addr::new(10, 244, 1, 2))));
+        assert!(!host.contains(wire(Ipv4Addr::new(10, 244, 1, 3))));
+    }
+
+    #[test]
     fn kernel_names_fit() {
         // BPF_OBJ_NAME_LEN is 16 with the terminating NUL.
-        for name in MAPS.iter().chain(SOCKET_PROGRAMS.iter()).chain([PROG_TC_NAT].iter()) {
+        for name in MAPS.iter().chain(SOCKET_PROGRAMS.iter()).chain([PROG_TC_NAT, PROG_XDP_NODEPORT].iter()) {
             assert!(name.len() <= 15, "{name}");
         }
     }

@@ -1,5 +1,6 @@
-//! Keelson's eBPF programs: socket-level service load balancing, and per-packet service NAT at
-//! TC (`tc_nat`, in [`tc`]).
+//! Keelson's eBPF programs: socket-level service load balancing, per-packet service NAT at TC
+//! (`tc_nat`, in [`tc`]) and the NodePort fast path at XDP (`xdp_nodeport`, in [`xdp`]), the
+//! last two sharing parsing and conntrack ([`nat`]).
 //!
 //! `connect4` and `sendmsg4` rewrite a ClusterIP:port (TCP or UDP) to one of the service's
 //! backends before the kernel routes anything, so local clients need no per-packet NAT; the
@@ -13,7 +14,9 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod nat;
 mod tc;
+mod xdp;
 
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie};
@@ -185,7 +188,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 fn main() {}
 
 /// The kernel needs a license string; none of the helpers used here (including the TC ones:
-/// skb load/store bytes, l3/l4 checksum replace) is GPL-only.
+/// skb load/store bytes, l3/l4 checksum replace; XDP uses map helpers only) is GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 11] = *b"Apache-2.0\0";

@@ -21,97 +21,27 @@
 //! `TC_ACT_OK` and unchanged bytes: other EtherTypes and protocols, fragments (no ports to go by;
 //! counted), and packets too short for their headers or with a bad IPv4 header (counted). Packet
 //! bytes are read with `bpf_skb_load_bytes`, which checks bounds itself and also works on
-//! non-linear buffers. Not handled yet: hairpin (a pod reaching itself through its service needs
+//! non-linear buffers. Parsing and the conntrack maps are shared with `xdp_nodeport`
+//! ([`crate::nat`]). Not handled yet: hairpin (a pod reaching itself through its service needs
 //! SNAT as well) and ICMP errors about translated flows.
 
-use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT};
-use aya_ebpf::macros::{classifier, map};
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT};
+use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use keelson_ebpf_common::{
-    CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP, ServiceAddr, ServiceKey,
-    ServiceValue,
+use keelson_ebpf_common::{Counter, ServiceAddr, ServiceKey};
+
+use crate::nat::{
+    CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF, Packet, PacketRead, Skip,
+    forward_entry, parse,
 };
+use crate::{SERVICES, bump};
 
-use crate::{SERVICES, bump, pick_backend};
-
-#[map]
-static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_ENTRIES, 0);
-
-#[map]
-static CT_REV: LruHashMap<CtKey, ServiceAddr> = LruHashMap::with_max_entries(CT_REV_MAX_ENTRIES, 0);
-
-/// Length of an Ethernet header without VLAN tags.
-const ETH_HLEN: usize = 14;
-/// Offset of the EtherType.
-const ETH_TYPE_OFF: usize = 12;
-/// `ETH_P_IP`, host order.
-const ETH_P_IP: u16 = 0x0800;
-/// Offsets of IPv4 header fields in the frame.
-const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-const IP_SADDR_OFF: usize = ETH_HLEN + 12;
-const IP_DADDR_OFF: usize = ETH_HLEN + 16;
-/// IPv4 "more fragments" flag and fragment offset, in the host-order `frag_off` field.
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
-/// Minimum TCP and UDP header lengths, and where each keeps its checksum.
-const TCP_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-const TCP_CSUM_OFF: usize = 16;
-const UDP_CSUM_OFF: usize = 6;
-/// Offsets of the ports in both L4 headers.
-const L4_SPORT_OFF: usize = 0;
-const L4_DPORT_OFF: usize = 2;
-
-/// The fixed part of an IPv4 header, fields as on the wire.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv4Hdr {
-    version_ihl: u8,
-    tos: u8,
-    /// Network order.
-    tot_len: u16,
-    id: u16,
-    /// Network order: flags and fragment offset.
-    frag_off: u16,
-    ttl: u8,
-    proto: u8,
-    check: u16,
-    /// Network order.
-    saddr: u32,
-    /// Network order.
-    daddr: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
-
-/// Why a packet leaves untranslated.
-enum Skip {
-    /// Not IPv4 TCP/UDP, or not a service's or a translated flow's: none of our business.
-    NotOurs,
-    /// Too short for its headers, or a bad IPv4 header.
-    Malformed,
-    /// An IPv4 fragment: its ports, if any, cannot be trusted.
-    Fragment,
-    /// A packet to a service without backends.
-    NoBackend,
-    /// A helper failed half-way through a rewrite; the packet may be inconsistent.
-    RewriteFailed,
-}
-
-/// The parsed headers of a TCP or UDP packet.
-struct Packet {
-    ip: Ipv4Hdr,
-    /// Offset of the L4 header in the frame.
-    l4: usize,
-    /// Network order.
-    sport: u16,
-    /// Network order.
-    dport: u16,
-    /// Offset of the L4 checksum in the frame.
-    csum_off: usize,
-    /// Extra `bpf_l4_csum_replace` flags: UDP's "0 means no checksum".
-    csum_flags: u64,
+impl PacketRead for TcContext {
+    /// `bpf_skb_load_bytes` checks bounds itself and also reads non-linear buffers.
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Result<T, ()> {
+        self.load(offset).map_err(|_| ())
+    }
 }
 
 /// One address and port to replace, with the checksums that cover them.
@@ -131,7 +61,8 @@ pub fn tc_nat(ctx: TcContext) -> i32 {
             bump(counter);
             TC_ACT_OK
         }
-        Err(Skip::NotOurs) => TC_ACT_OK,
+        // `NotLocal` is XDP's; every backend is fine here.
+        Err(Skip::NotOurs | Skip::NotLocal) => TC_ACT_OK,
         Err(Skip::Malformed) => {
             bump(Counter::TcMalformed);
             TC_ACT_OK
@@ -159,7 +90,7 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
     let service = ServiceKey { vip: ip.daddr, port: packet.dport, proto: ip.proto, _pad: 0 };
     // SAFETY: the value is copied out at once; a concurrent update can only make it stale.
     if let Some(&value) = unsafe { SERVICES.get(service) } {
-        let entry = forward_entry(&packet, value)?;
+        let entry = forward_entry(&packet, value, |_| true, Counter::TcCtUpdateFailed)?;
         rewrite(
             ctx,
             &packet,
@@ -174,14 +105,7 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
         )?;
         return Ok(Counter::TcDnat);
     }
-    let reply = CtKey {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport: packet.sport,
-        dport: packet.dport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
+    let reply = packet.flow();
     // SAFETY: copied out at once.
     let &ServiceAddr { vip, port, .. } = unsafe { CT_REV.get(reply) }.ok_or(Skip::NotOurs)?;
     rewrite(
@@ -197,102 +121,6 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
         },
     )?;
     Ok(Counter::TcRevNat)
-}
-
-/// Reads the Ethernet, IPv4 and TCP/UDP headers, checking every length.
-#[inline(always)]
-fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
-    let ether_type: u16 = ctx.load(ETH_TYPE_OFF).map_err(|_| Skip::Malformed)?;
-    if u16::from_be(ether_type) != ETH_P_IP {
-        return Err(Skip::NotOurs);
-    }
-    let ip: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| Skip::Malformed)?;
-    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
-    if ip.version_ihl >> 4 != 4 || ihl < core::mem::size_of::<Ipv4Hdr>() {
-        return Err(Skip::Malformed);
-    }
-    let (min_l4, csum_off, csum_flags) = match ip.proto {
-        IPPROTO_TCP => (TCP_HLEN, TCP_CSUM_OFF, 0),
-        IPPROTO_UDP => (UDP_HLEN, UDP_CSUM_OFF, u64::from(BPF_F_MARK_MANGLED_0)),
-        _ => return Err(Skip::NotOurs),
-    };
-    if u16::from_be(ip.frag_off) & (IP_MF | IP_OFFSET) != 0 {
-        return Err(Skip::Fragment);
-    }
-    // The L4 header must lie inside the datagram, not in the frame's padding. A total length of
-    // 0 is how IPv4 BIG TCP marks GSO packets over 64 KiB; their length is the buffer's.
-    let tot_len = usize::from(u16::from_be(ip.tot_len));
-    if tot_len != 0 && tot_len < ihl + min_l4 {
-        return Err(Skip::Malformed);
-    }
-    let l4 = ETH_HLEN + ihl;
-    // Loading the whole minimal header proves it is in the buffer.
-    let (sport, dport) = if ip.proto == IPPROTO_TCP {
-        let tcp: [u16; TCP_HLEN / 2] = ctx.load(l4).map_err(|_| Skip::Malformed)?;
-        (tcp[0], tcp[1])
-    } else {
-        let udp: [u16; UDP_HLEN / 2] = ctx.load(l4).map_err(|_| Skip::Malformed)?;
-        (udp[0], udp[1])
-    };
-    Ok(Packet { ip, l4, sport, dport, csum_off: l4 + csum_off, csum_flags })
-}
-
-/// The conntrack entry of a packet to a service: the flow's own, or a new one with a random
-/// backend (written to [`CT`] and [`CT_REV`]).
-#[inline(always)]
-fn forward_entry(packet: &Packet, service: ServiceValue) -> Result<CtEntry, Skip> {
-    if service.count == 0 {
-        return Err(Skip::NoBackend);
-    }
-    let ip = &packet.ip;
-    let key = CtKey {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport: packet.sport,
-        dport: packet.dport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    let entry = match unsafe { CT.get(key) } {
-        Some(&entry) => entry,
-        None => {
-            let backend = pick_backend(service).ok_or(Skip::NoBackend)?;
-            let fresh =
-                CtEntry { backend: backend.addr, vip: ip.daddr, backend_port: backend.port, vip_port: packet.dport };
-            if CT.insert(key, fresh, u64::from(BPF_NOEXIST)).is_ok() {
-                fresh
-            } else {
-                // Another CPU created the flow's entry first (its first packets raced): follow
-                // it, so the flow stays on one backend. Failing that, the map refused the write.
-                // SAFETY: copied out at once.
-                match unsafe { CT.get(key) } {
-                    Some(&entry) => entry,
-                    None => {
-                        bump(Counter::TcCtUpdateFailed);
-                        fresh
-                    }
-                }
-            }
-        }
-    };
-    // The reverse entry is checked on every packet of the flow: LRU may evict it apart from the
-    // forward one, and replies need it.
-    let reply = CtKey {
-        saddr: entry.backend,
-        daddr: ip.saddr,
-        sport: entry.backend_port,
-        dport: packet.sport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
-    let service_addr = ServiceAddr { vip: entry.vip, port: entry.vip_port, _pad: 0 };
-    // SAFETY: copied out at once.
-    let current = unsafe { CT_REV.get(reply) }.copied();
-    if current != Some(service_addr) && CT_REV.insert(reply, service_addr, 0).is_err() {
-        bump(Counter::TcCtUpdateFailed);
-    }
-    Ok(entry)
 }
 
 /// Replaces an address and a port and patches the IPv4 and L4 checksums to match.

@@ -10,7 +10,11 @@
 //! them to a cgroup v2 directory the project created (never a root cgroup; see [`cgroup`]).
 //! The TC program `tc_nat` does the same per packet, with conntrack and reverse NAT, for traffic
 //! the socket hooks do not see; [`Datapath::attach_tc`] attaches it to the ingress of a pod's
-//! host-side veth or of the node interface ([`tc`]).
+//! host-side veth or of the node interface ([`tc`]). The XDP program `xdp_nodeport` is the
+//! NodePort fast path on the node's external interface: it translates flows whose backend is in
+//! one of this node's pod CIDRs ([`Datapath::set_local_cidrs`]) and leaves the rest to `tc_nat`;
+//! [`Datapath::attach_xdp`] attaches it ([`xdp`]). NodePort frontends are ordinary services to the
+//! datapath (node address, node port, protocol); the proxy decides their backends.
 //! [`Datapath::sync`] applies a whole desired table and [`Datapath::upsert`]/[`Datapath::remove`]
 //! single services, each with only the map writes the change needs ([`sync`]). With
 //! [`Config::pin_dir`] the maps are pinned on bpffs, so a restarted agent finds them, reads back
@@ -24,22 +28,24 @@ pub mod cgroup;
 mod service;
 mod sync;
 mod tc;
+mod xdp;
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId};
 use aya::{Ebpf, EbpfLoader};
 use keelson_ebpf_common::{
-    BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey, MAPS, SERVICES, SOCKET_PROGRAMS,
-    ServiceAddr, ServiceKey, ServiceValue,
+    BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey, LOCAL_CIDRS, LocalCidr, MAPS,
+    SERVICES, SOCKET_PROGRAMS, ServiceAddr, ServiceKey, ServiceValue,
 };
 
 pub use service::{Protocol, Service, SyncStats};
 use sync::{LbMaps, Programmed};
+pub use xdp::{Cidr, CidrParseError};
 
 /// Whether the embedded object was `"built"` from `ebpf/programs` by this build or is the
 /// committed `"prebuilt"` one.
@@ -97,6 +103,26 @@ pub enum Error {
         #[source]
         source: ProgramError,
     },
+    #[error("attach {prog} to {iface}")]
+    AttachXdp {
+        prog: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("detach {prog} from {iface}")]
+    DetachXdp {
+        prog: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("{iface} has xdp_nodeport attached already")]
+    XdpAttachedAlready { iface: String },
+    #[error("xdp_nodeport is not attached to {iface}")]
+    XdpNotAttached { iface: String },
+    #[error("{count} local pod CIDRs do not fit the map")]
+    TooManyLocalCidrs { count: usize },
     #[error("{iface} has tc_nat attached already")]
     TcAttachedAlready { iface: String },
     #[error("nothing is attached to {iface}")]
@@ -171,12 +197,15 @@ pub struct Datapath {
     counters: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
     rev_nat: HashMap<MapData, CtKey, ServiceAddr>,
+    local_cidrs: Array<MapData, LocalCidr>,
     /// What the maps hold; `None` after a failed write, until read back from the maps.
     programmed: Option<Programmed>,
     attached: Vec<Attachment>,
     /// Interfaces with `tc_nat` on their ingress (names in the network namespace of the thread
     /// that attached it).
     tc_attached: Vec<tc::TcAttachment>,
+    /// Interfaces with `xdp_nodeport` attached (names as for `tc_attached`).
+    xdp_attached: Vec<xdp::XdpAttachment>,
 }
 
 struct Attachment {
@@ -205,6 +234,7 @@ impl Datapath {
             socket_program(&mut ebpf, prog)?.load().map_err(|source| Error::LoadProgram { prog, source })?;
         }
         tc::load(&mut ebpf)?;
+        xdp::load(&mut ebpf)?;
         let mut maps = KernelMaps {
             services: HashMap::try_from(take_map(&mut ebpf, SERVICES)?)
                 .map_err(|source| Error::OpenMap { map: SERVICES, source })?,
@@ -217,6 +247,8 @@ impl Datapath {
             HashMap::try_from(take_map(&mut ebpf, CT)?).map_err(|source| Error::OpenMap { map: CT, source })?;
         let rev_nat =
             HashMap::try_from(take_map(&mut ebpf, CT_REV)?).map_err(|source| Error::OpenMap { map: CT_REV, source })?;
+        let local_cidrs = Array::try_from(take_map(&mut ebpf, LOCAL_CIDRS)?)
+            .map_err(|source| Error::OpenMap { map: LOCAL_CIDRS, source })?;
         let programmed = Programmed::read(&mut maps)?;
         Ok(Self {
             ebpf,
@@ -224,9 +256,11 @@ impl Datapath {
             counters,
             conntrack,
             rev_nat,
+            local_cidrs,
             programmed: Some(programmed),
             attached: Vec::new(),
             tc_attached: Vec::new(),
+            xdp_attached: Vec::new(),
         })
     }
 

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service as KubeService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::desired::{service_frontends_on, slice_service_name};
+use super::desired::{ThisNode, service_frontends_on, slice_service_name};
 use crate::datapath::{Protocol, Service};
 
 /// Namespace and name of an object.
@@ -44,8 +44,10 @@ pub struct Cache {
     desired: BTreeMap<Frontend, Service>,
     /// Services to recompute.
     dirty: BTreeSet<ObjectKey>,
-    /// The node the proxy runs on, for `internalTrafficPolicy: Local`.
+    /// The node the proxy runs on, for the `Local` traffic policies.
     node: Option<String>,
+    /// The node's addresses, for node port frontends.
+    node_addresses: Vec<Ipv4Addr>,
 }
 
 fn object_key(meta: &kube::api::ObjectMeta) -> Option<ObjectKey> {
@@ -57,9 +59,10 @@ fn frontend(service: &Service) -> Frontend {
 }
 
 impl Cache {
-    /// An empty cache for the proxy of node `node` (`None`: not known).
-    pub fn for_node(node: Option<String>) -> Self {
-        Self { node, ..Self::default() }
+    /// An empty cache for the proxy of node `node` (`None`: not known) whose node port frontends
+    /// are on `node_addresses`.
+    pub fn for_node(node: Option<String>, node_addresses: Vec<Ipv4Addr>) -> Self {
+        Self { node, node_addresses, ..Self::default() }
     }
 
     /// Adds or updates a Service.
@@ -189,7 +192,8 @@ impl Cache {
                 .into_iter()
                 .flatten()
                 .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())));
-            let frontends = service_frontends_on(service, slices, self.node.as_deref());
+            let this_node = ThisNode { name: self.node.as_deref(), addresses: &self.node_addresses };
+            let frontends = service_frontends_on(service, slices, this_node);
             for new in &frontends {
                 let f = frontend(new);
                 self.owners.entry(f).or_default().insert(key.clone());
@@ -283,6 +287,37 @@ mod tests {
             vec![remove("10.96.0.20", 53, Protocol::Udp), remove("10.96.0.20", 80, Protocol::Tcp)]
         );
         assert_eq!(cache.table(), vec![service("10.96.0.21", 5432, Protocol::Tcp, &["10.244.2.1:5432"])]);
+    }
+
+    #[test]
+    fn node_port_frontends_follow_the_service_type_and_external_traffic_policy() {
+        let mut cache = Cache::for_node(Some("node-a".into()), vec!["192.168.77.1".parse().expect("ip")]);
+        let mut web = kube_service("web", "10.96.0.20", &[("http", 80, "TCP")]);
+        cache.replace_services([web.clone()]);
+        let mut far = ready("10.244.2.1");
+        far.node_name = Some("node-b".into());
+        let mut near = ready("10.244.1.1");
+        near.node_name = Some("node-a".into());
+        cache.replace_slices([slice("web-1", "web", &[("http", 8080, "TCP")], vec![near, far])]);
+        let both = ["10.244.1.1:8080", "10.244.2.1:8080"];
+        assert_eq!(cache.table(), vec![service("10.96.0.20", 80, Protocol::Tcp, &both)]);
+
+        // Becoming a NodePort adds the node port frontend only.
+        let spec = web.spec.as_mut().expect("spec");
+        spec.type_ = Some("NodePort".into());
+        spec.ports.as_mut().expect("ports")[0].node_port = Some(30080);
+        cache.apply_service(web.clone());
+        assert_eq!(cache.changes(), vec![upsert("192.168.77.1", 30080, Protocol::Tcp, &both)]);
+
+        // externalTrafficPolicy: Local narrows the node port frontend only.
+        web.spec.as_mut().expect("spec").external_traffic_policy = Some("Local".into());
+        cache.apply_service(web.clone());
+        assert_eq!(cache.changes(), vec![upsert("192.168.77.1", 30080, Protocol::Tcp, &["10.244.1.1:8080"])]);
+
+        // Back to ClusterIP: the node port frontend goes.
+        web.spec.as_mut().expect("spec").type_ = Some("ClusterIP".into());
+        cache.apply_service(web);
+        assert_eq!(cache.changes(), vec![remove("192.168.77.1", 30080, Protocol::Tcp)]);
     }
 
     #[test]

@@ -16,6 +16,16 @@
 //! - `internalTrafficPolicy: Local` narrows the endpoints to those on this node (their
 //!   `nodeName`) before that choice; with none there, the Service has no backends here, as with
 //!   kube-proxy. The node is known only when the proxy is told its name;
+//! - a `NodePort` or `LoadBalancer` Service also gets, for each TCP/UDP port with a `nodePort`,
+//!   one frontend per address of this node ([`ThisNode::addresses`]) on that node port
+//!   (`allocateLoadBalancerNodePorts: false` leaves a LoadBalancer port without one, and so
+//!   without node port frontends);
+//! - `externalTrafficPolicy: Local` narrows the endpoints of those node port frontends (not of the
+//!   ClusterIP ones, which follow `internalTrafficPolicy`) to this node's, with the same
+//!   ready-then-serving-terminating choice; with none here the node port frontend has no backends
+//!   and its packets are dropped, so that load balancers send the traffic to nodes that have one.
+//!   The datapath does not SNAT, so the backend sees the client's address under either policy.
+//!   Without a node name the policy is not applied (`Cluster`: every usable endpoint);
 //! - backends are deduplicated and sorted by address and port, so the same objects always give
 //!   the same table.
 //!
@@ -25,15 +35,62 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use k8s_openapi::api::core::v1::{Service as KubeService, ServicePort};
+use k8s_openapi::api::core::v1::{Node, Service as KubeService, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
-use crate::datapath::{Protocol, Service};
+use crate::datapath::{Cidr, Protocol, Service};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Services with this label (non-empty) are programmed by another proxy, not by us.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// The node the proxy programs, as far as the rules need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThisNode<'a> {
+    /// Its Node name, for the `Local` traffic policies (`None`: not known, policies not applied).
+    pub name: Option<&'a str>,
+    /// Its addresses: each gets a frontend per node port.
+    pub addresses: &'a [Ipv4Addr],
+}
+
+impl<'a> ThisNode<'a> {
+    /// A node known by name only (no node port frontends).
+    pub const fn named(name: &'a str) -> Self {
+        Self { name: Some(name), addresses: &[] }
+    }
+}
+
+/// The IPv4 `InternalIP` and `ExternalIP` addresses of a Node, in status order, without
+/// duplicates: the addresses NodePort frontends are programmed on.
+pub fn node_addresses(node: &Node) -> Vec<Ipv4Addr> {
+    let mut addresses = Vec::new();
+    let listed = node.status.iter().flat_map(|status| status.addresses.iter().flatten());
+    for address in listed.filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP") {
+        if let Ok(ip) = address.address.parse::<Ipv4Addr>()
+            && !addresses.contains(&ip)
+        {
+            addresses.push(ip);
+        }
+    }
+    addresses
+}
+
+/// The IPv4 pod CIDRs of a Node (`spec.podCIDRs`, else `spec.podCIDR`): its local backends.
+pub fn node_pod_cidrs(node: &Node) -> Vec<Cidr> {
+    let Some(spec) = node.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut cidrs: Vec<Cidr> = Vec::new();
+    for cidr in spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.iter()) {
+        if let Ok(cidr) = cidr.parse::<Cidr>()
+            && !cidrs.contains(&cidr)
+        {
+            cidrs.push(cidr);
+        }
+    }
+    cidrs
+}
 
 /// The name of the Service an EndpointSlice belongs to, from its label.
 pub fn slice_service_name(slice: &EndpointSlice) -> Option<&str> {
@@ -65,15 +122,15 @@ pub fn service_frontends<'a>(
     service: &KubeService,
     slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
 ) -> Vec<Service> {
-    service_frontends_on(service, slices, None)
+    service_frontends_on(service, slices, ThisNode::default())
 }
 
-/// [`service_frontends`] as seen from node `node`, which `internalTrafficPolicy: Local` needs
-/// (`None`: the node is not known, and the policy is not applied).
+/// [`service_frontends`] as seen from `node`: the `Local` traffic policies need its name, node
+/// port frontends its addresses. Ordered by address, port, then protocol.
 pub fn service_frontends_on<'a>(
     service: &KubeService,
     slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
-    node: Option<&str>,
+    node: ThisNode<'_>,
 ) -> Vec<Service> {
     let Some(vip) = cluster_ip(service) else {
         return Vec::new();
@@ -81,8 +138,11 @@ pub fn service_frontends_on<'a>(
     let (Some(name), namespace) = (service.metadata.name.as_deref(), service.metadata.namespace.as_deref()) else {
         return Vec::new();
     };
-    let local_only = node
-        .filter(|_| service.spec.as_ref().and_then(|spec| spec.internal_traffic_policy.as_deref()) == Some("Local"));
+    let spec = service.spec.as_ref();
+    let local = |policy: Option<&str>| node.name.filter(|_| policy == Some("Local"));
+    let internal_local = local(spec.and_then(|spec| spec.internal_traffic_policy.as_deref()));
+    let external_local = local(spec.and_then(|spec| spec.external_traffic_policy.as_deref()));
+    let has_node_ports = matches!(spec.and_then(|spec| spec.type_.as_deref()), Some("NodePort" | "LoadBalancer"));
     let own: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|slice| {
@@ -91,20 +151,31 @@ pub fn service_frontends_on<'a>(
                 && slice.metadata.namespace.as_deref() == namespace
         })
         .collect();
-    let mut frontends: Vec<Service> = service
-        .spec
-        .iter()
-        .flat_map(|spec| spec.ports.iter().flatten())
-        .filter_map(|port| {
-            let proto = protocol(port.protocol.as_deref())?;
-            let port_number = u16::try_from(port.port).ok().filter(|&p| p != 0)?;
-            let backends = backends(port, proto, &own, local_only);
-            Some(Service { vip, port: port_number, proto, backends })
-        })
-        .collect();
-    frontends.sort_by_key(|s| (s.port, s.proto));
-    // Two Service ports with one number and protocol are invalid; keep the first.
-    frontends.dedup_by_key(|s| (s.port, s.proto));
+    let mut frontends = Vec::new();
+    for port in spec.iter().flat_map(|spec| spec.ports.iter().flatten()) {
+        let Some(proto) = protocol(port.protocol.as_deref()) else {
+            continue;
+        };
+        let Some(port_number) = u16::try_from(port.port).ok().filter(|&p| p != 0) else {
+            continue;
+        };
+        frontends.push(Service {
+            vip,
+            port: port_number,
+            proto,
+            backends: backends(port, proto, &own, internal_local),
+        });
+        let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0 && has_node_ports);
+        if let Some(node_port) = node_port {
+            let external = backends(port, proto, &own, external_local);
+            for &address in node.addresses {
+                frontends.push(Service { vip: address, port: node_port, proto, backends: external.clone() });
+            }
+        }
+    }
+    // A stable sort: of two Service ports with one number and protocol (invalid) the first stays.
+    frontends.sort_by_key(|s| (s.vip, s.port, s.proto));
+    frontends.dedup_by_key(|s| (s.vip, s.port, s.proto));
     frontends
 }
 
@@ -114,7 +185,7 @@ pub fn service_frontends_on<'a>(
 pub fn desired_table<'a>(
     services: impl IntoIterator<Item = &'a KubeService>,
     slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
-    node: Option<&str>,
+    node: ThisNode<'_>,
 ) -> Vec<Service> {
     let mut services: Vec<&KubeService> = services.into_iter().collect();
     services.sort_by(|a, b| {
@@ -141,7 +212,7 @@ fn protocol(name: Option<&str>) -> Option<Protocol> {
 }
 
 /// The backends of one Service port across its slices (see the module documentation), sorted and
-/// deduplicated; only endpoints on node `local_only` when it is given.
+/// deduplicated; only endpoints on node `local_only` when it is given (a `Local` policy).
 fn backends(
     port: &ServicePort,
     proto: Protocol,
@@ -388,22 +459,22 @@ pub(crate) mod tests {
         let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], endpoints)];
         let all = ["10.244.1.1:8080", "10.244.2.1:8080", "10.244.3.1:8080"];
         assert_eq!(
-            service_frontends_on(&svc, &slices, Some("node-a")),
+            service_frontends_on(&svc, &slices, ThisNode::named("node-a")),
             vec![frontend("10.96.0.20", 80, Protocol::Tcp, &all)],
             "Cluster (the default) uses every node's endpoints"
         );
         svc.spec.as_mut().expect("spec").internal_traffic_policy = Some("Local".into());
         assert_eq!(
-            service_frontends_on(&svc, &slices, Some("node-a")),
+            service_frontends_on(&svc, &slices, ThisNode::named("node-a")),
             vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.1:8080"])]
         );
         assert_eq!(
-            service_frontends_on(&svc, &slices, Some("node-c")),
+            service_frontends_on(&svc, &slices, ThisNode::named("node-c")),
             vec![frontend("10.96.0.20", 80, Protocol::Tcp, &[])],
             "no local endpoint: no backend here, as with kube-proxy"
         );
         assert_eq!(
-            service_frontends_on(&svc, &slices, None),
+            service_frontends_on(&svc, &slices, ThisNode::default()),
             vec![frontend("10.96.0.20", 80, Protocol::Tcp, &all)],
             "a proxy that does not know its node applies no locality"
         );
@@ -414,7 +485,7 @@ pub(crate) mod tests {
             vec![on_node(terminating("10.244.1.2", true), "node-a"), on_node(ready("10.244.2.1"), "node-b")],
         )];
         assert_eq!(
-            service_frontends_on(&svc, &local_draining, Some("node-a")),
+            service_frontends_on(&svc, &local_draining, ThisNode::named("node-a")),
             vec![frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.2:8080"])],
             "the local fallback is the local serving-terminating endpoint, not a remote ready one"
         );
@@ -540,11 +611,189 @@ pub(crate) mod tests {
             slice("gone-1", "gone", &[("", 8080, "TCP")], vec![ready("10.244.1.3")]),
         ];
         assert_eq!(
-            desired_table(&services, &slices, None),
+            desired_table(&services, &slices, ThisNode::default()),
             vec![
                 frontend("10.96.0.1", 443, Protocol::Tcp, &["192.168.1.1:6443"]),
                 frontend("10.96.0.2", 80, Protocol::Tcp, &["10.244.1.1:8080"]),
             ]
+        );
+    }
+
+    const NODE_ADDRESSES: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 168, 77, 1), Ipv4Addr::new(203, 0, 113, 7)];
+
+    /// This node, `node-a`, with two addresses.
+    fn node_a() -> ThisNode<'static> {
+        ThisNode { name: Some("node-a"), addresses: &NODE_ADDRESSES }
+    }
+
+    /// A Service of `type_` whose ports are (name, port, protocol, nodePort).
+    fn node_port_service(type_: &str, ports: &[(&str, i32, &str, Option<i32>)]) -> KubeService {
+        let plain: Vec<(&str, i32, &str)> = ports.iter().map(|&(n, p, proto, _)| (n, p, proto)).collect();
+        let mut svc = kube_service("web", "10.96.0.20", &plain);
+        let spec = svc.spec.as_mut().expect("spec");
+        spec.type_ = Some(type_.into());
+        for (port, &(_, _, _, node_port)) in spec.ports.as_mut().expect("ports").iter_mut().zip(ports) {
+            port.node_port = node_port;
+        }
+        svc
+    }
+
+    #[test]
+    fn node_port_services_get_a_frontend_per_node_address_and_port() {
+        let svc = node_port_service(
+            "NodePort",
+            &[("http", 80, "TCP", Some(30080)), ("dns", 53, "UDP", Some(30053)), ("admin", 81, "TCP", None)],
+        );
+        let slices = [slice(
+            "web-1",
+            "web",
+            &[("http", 8080, "TCP"), ("dns", 5353, "UDP"), ("admin", 8081, "TCP")],
+            vec![on_node(ready("10.244.1.5"), "node-a"), on_node(ready("10.244.2.7"), "node-b")],
+        )];
+        let http = ["10.244.1.5:8080", "10.244.2.7:8080"];
+        let dns = ["10.244.1.5:5353", "10.244.2.7:5353"];
+        assert_eq!(
+            service_frontends_on(&svc, &slices, node_a()),
+            vec![
+                frontend("10.96.0.20", 53, Protocol::Udp, &dns),
+                frontend("10.96.0.20", 80, Protocol::Tcp, &http),
+                frontend("10.96.0.20", 81, Protocol::Tcp, &["10.244.1.5:8081", "10.244.2.7:8081"]),
+                frontend("192.168.77.1", 30053, Protocol::Udp, &dns),
+                frontend("192.168.77.1", 30080, Protocol::Tcp, &http),
+                frontend("203.0.113.7", 30053, Protocol::Udp, &dns),
+                frontend("203.0.113.7", 30080, Protocol::Tcp, &http),
+            ],
+            "a port without nodePort has its ClusterIP frontend only"
+        );
+        assert_eq!(
+            service_frontends_on(&svc, &slices, ThisNode::named("node-a")).len(),
+            3,
+            "a node without known addresses has no node port frontends"
+        );
+    }
+
+    #[test]
+    fn load_balancer_services_have_node_ports_and_cluster_ip_ones_do_not() {
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], vec![ready("10.244.1.5")])];
+        let lb = node_port_service("LoadBalancer", &[("http", 80, "TCP", Some(31000))]);
+        assert_eq!(
+            service_frontends_on(&lb, &slices, node_a()),
+            vec![
+                frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.5:8080"]),
+                frontend("192.168.77.1", 31000, Protocol::Tcp, &["10.244.1.5:8080"]),
+                frontend("203.0.113.7", 31000, Protocol::Tcp, &["10.244.1.5:8080"]),
+            ]
+        );
+        // `allocateLoadBalancerNodePorts: false`: no nodePort, so no node port frontend.
+        let without = node_port_service("LoadBalancer", &[("http", 80, "TCP", None)]);
+        assert_eq!(service_frontends_on(&without, &slices, node_a()).len(), 1);
+        // A nodePort left on a Service changed back to ClusterIP is not served.
+        let stale = node_port_service("ClusterIP", &[("http", 80, "TCP", Some(31000))]);
+        assert_eq!(service_frontends_on(&stale, &slices, node_a()).len(), 1);
+        let mut headless = node_port_service("NodePort", &[("http", 80, "TCP", Some(31000))]);
+        headless.spec.as_mut().expect("spec").cluster_ip = Some("None".into());
+        headless.spec.as_mut().expect("spec").cluster_ips = Some(vec!["None".into()]);
+        assert_eq!(service_frontends_on(&headless, &slices, node_a()), vec![]);
+    }
+
+    #[test]
+    fn external_traffic_policy_local_narrows_node_port_frontends_only() {
+        let mut svc = node_port_service("NodePort", &[("http", 80, "TCP", Some(30080))]);
+        let endpoints = vec![
+            on_node(ready("10.244.1.5"), "node-a"),
+            on_node(ready("10.244.2.7"), "node-b"),
+            on_node(terminating("10.244.1.6", true), "node-a"),
+        ];
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], endpoints)];
+        let all = ["10.244.1.5:8080", "10.244.2.7:8080"];
+        let node_port = |table: &[Service]| -> Vec<Vec<SocketAddrV4>> {
+            table.iter().filter(|s| s.port == 30080).map(|s| s.backends.clone()).collect()
+        };
+        svc.spec.as_mut().expect("spec").external_traffic_policy = Some("Cluster".into());
+        let cluster = service_frontends_on(&svc, &slices, node_a());
+        assert_eq!(node_port(&cluster), vec![vec![addr(all[0]), addr(all[1])]; 2], "Cluster: every endpoint");
+
+        svc.spec.as_mut().expect("spec").external_traffic_policy = Some("Local".into());
+        let local = service_frontends_on(&svc, &slices, node_a());
+        assert_eq!(local[0], frontend("10.96.0.20", 80, Protocol::Tcp, &all), "the ClusterIP is not affected");
+        assert_eq!(node_port(&local), vec![vec![addr("10.244.1.5:8080")]; 2], "Local: this node's endpoints");
+
+        let elsewhere = ThisNode { name: Some("node-c"), addresses: &NODE_ADDRESSES };
+        let none_here = service_frontends_on(&svc, &slices, elsewhere);
+        assert_eq!(node_port(&none_here), vec![Vec::<SocketAddrV4>::new(); 2], "no local endpoint: no backends");
+        assert_eq!(none_here[0].backends.len(), 2, "while the ClusterIP keeps them all");
+
+        let unnamed = ThisNode { name: None, addresses: &NODE_ADDRESSES };
+        assert_eq!(
+            node_port(&service_frontends_on(&svc, &slices, unnamed)),
+            vec![vec![addr(all[0]), addr(all[1])]; 2],
+            "a proxy that does not know its node applies no locality"
+        );
+
+        // Local with only a draining local endpoint: it serves, not the ready remote one.
+        let draining = [slice(
+            "web-1",
+            "web",
+            &[("http", 8080, "TCP")],
+            vec![on_node(terminating("10.244.1.6", true), "node-a"), on_node(ready("10.244.2.7"), "node-b")],
+        )];
+        assert_eq!(node_port(&service_frontends_on(&svc, &draining, node_a())), vec![vec![addr("10.244.1.6:8080")]; 2]);
+
+        // Both policies Local: each frontend kind follows its own.
+        svc.spec.as_mut().expect("spec").internal_traffic_policy = Some("Local".into());
+        let both = service_frontends_on(&svc, &slices, node_a());
+        assert_eq!(both[0].backends, vec![addr("10.244.1.5:8080")]);
+    }
+
+    #[test]
+    fn node_addresses_are_the_ipv4_internal_and_external_ones() {
+        use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+        let address = |type_: &str, address: &str| NodeAddress { type_: type_.into(), address: address.into() };
+        let node = Node {
+            status: Some(NodeStatus {
+                addresses: Some(vec![
+                    address("Hostname", "node-a"),
+                    address("InternalIP", "192.168.77.1"),
+                    address("InternalIP", "fd00::1"),
+                    address("ExternalIP", "203.0.113.7"),
+                    address("InternalDNS", "node-a.local"),
+                    address("ExternalIP", "192.168.77.1"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(node_addresses(&node), NODE_ADDRESSES.to_vec());
+        assert_eq!(node_addresses(&Node::default()), Vec::<Ipv4Addr>::new());
+    }
+
+    #[test]
+    fn node_pod_cidrs_are_the_ipv4_ones() {
+        use k8s_openapi::api::core::v1::NodeSpec;
+        let node = Node {
+            spec: Some(NodeSpec {
+                pod_cidr: Some("10.244.1.0/24".into()),
+                pod_cidrs: Some(vec!["fd00:1::/64".into(), "10.244.1.0/24".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(node_pod_cidrs(&node), ["10.244.1.0/24".parse::<Cidr>().expect("cidr")]);
+        assert_eq!(node_pod_cidrs(&Node::default()), Vec::<Cidr>::new());
+    }
+
+    #[test]
+    fn table_holds_node_port_frontends_in_frontend_order() {
+        let services = [
+            node_port_service("NodePort", &[("http", 80, "TCP", Some(30080))]),
+            kube_service("api", "10.96.0.1", &[("", 443, "TCP")]),
+        ];
+        let slices = [slice("web-1", "web", &[("http", 8080, "TCP")], vec![ready("10.244.1.5")])];
+        let table = desired_table(&services, &slices, node_a());
+        let frontends: Vec<String> = table.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            frontends,
+            ["10.96.0.1:443/TCP", "10.96.0.20:80/TCP", "192.168.77.1:30080/TCP", "203.0.113.7:30080/TCP"]
         );
     }
 }

@@ -66,9 +66,12 @@ pub struct ProxyConfig {
     pub retry_min: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
-    /// The node this proxy runs on, for `internalTrafficPolicy: Local` (without it the policy is
-    /// not applied).
+    /// The node this proxy runs on, for `internalTrafficPolicy: Local` and
+    /// `externalTrafficPolicy: Local` (without it neither policy is applied).
     pub node_name: Option<String>,
+    /// This node's addresses: NodePort and LoadBalancer Services get a frontend on each of them
+    /// per node port (none: no node port frontends).
+    pub node_addresses: Vec<Ipv4Addr>,
 }
 
 impl Default for ProxyConfig {
@@ -78,6 +81,7 @@ impl Default for ProxyConfig {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             node_name: None,
+            node_addresses: Vec::new(),
         }
     }
 }
@@ -112,7 +116,8 @@ where
     S: Stream<Item = Result<Event, watcher::Error>>,
 {
     let mut events = std::pin::pin!(events);
-    let mut state = State { cache: Cache::for_node(config.node_name.clone()), ..State::default() };
+    let mut state =
+        State { cache: Cache::for_node(config.node_name.clone(), config.node_addresses.clone()), ..State::default() };
     let mut flush_at: Option<Instant> = None;
     let mut retry = config.retry_min;
     loop {

@@ -1,0 +1,685 @@
+//! Tests of `xdp_nodeport`, the NodePort fast path, with `BPF_PROG_TEST_RUN`, as root.
+//!
+//! Each test loads the embedded object (private maps, nothing attached), programs NodePort
+//! frontends with [`Datapath::sync`], makes `10.244.1.0/24` this node's pod CIDR and runs the
+//! program on crafted frames (XDP takes the frame in `data_in` and hands the rewritten one back in
+//! `data_out`): verdict, headers (checksums recomputed from scratch), conntrack maps and counters
+//! are checked, and `tc_nat` is run on the same frames where the two must agree.
+//!
+//! [`netns::node_port_reaches_a_local_backend_through_xdp_and_through_tc`] also runs real traffic
+//! from an "outside" client namespace to a node namespace and on to a backend pod namespace (see
+//! its module for the topology and cleanup).
+
+#[path = "common/packet.rs"]
+mod packet;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use keelson_ebpf_common::{Counter, CtKey, PROG_TC_NAT, PROG_XDP_NODEPORT};
+use node_agent::datapath::{Cidr, Config, Datapath, Protocol, Service};
+use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, TCP_ACK, TCP_SYN};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+
+/// The node's address, which NodePort frontends are on.
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+/// This node's pod CIDR.
+const POD_CIDR: &str = "10.244.1.0/24";
+const LOCAL: [SocketAddrV4; 2] =
+    [SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080), SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 3), 8080)];
+const REMOTE: [SocketAddrV4; 2] =
+    [SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 4), 8080), SocketAddrV4::new(Ipv4Addr::new(10, 244, 3, 5), 8080)];
+const LOCAL_DNS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 5353);
+/// A client outside the cluster.
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 40_000);
+
+/// Local backends only.
+const LOCAL_PORT: u16 = 30080;
+/// The same port over UDP, one local backend.
+const DNS_PORT: u16 = 30053;
+/// Backends on other nodes only.
+const REMOTE_PORT: u16 = 30081;
+/// Local and remote backends.
+const MIXED_PORT: u16 = 30082;
+/// `externalTrafficPolicy: Local` and no endpoint on this node: no backends.
+const EMPTY_PORT: u16 = 30083;
+
+fn node_port(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(NODE_IP, port)
+}
+
+fn pod_cidr() -> Cidr {
+    POD_CIDR.parse().expect("a CIDR")
+}
+
+struct Fast {
+    datapath: Datapath,
+}
+
+impl Fast {
+    fn new() -> Self {
+        Self::with_object(None)
+    }
+
+    fn with_object(object: Option<&[u8]>) -> Self {
+        let mut datapath = match object {
+            Some(object) => Datapath::load_object(object, &Config::default()),
+            None => Datapath::load(&Config::default()),
+        }
+        .expect("load the eBPF programs");
+        let mixed = [LOCAL[0], REMOTE[0], REMOTE[1]].to_vec();
+        datapath
+            .sync(&[
+                Service { vip: NODE_IP, port: LOCAL_PORT, proto: Protocol::Tcp, backends: LOCAL.to_vec() },
+                Service { vip: NODE_IP, port: DNS_PORT, proto: Protocol::Udp, backends: vec![LOCAL_DNS] },
+                Service { vip: NODE_IP, port: REMOTE_PORT, proto: Protocol::Tcp, backends: REMOTE.to_vec() },
+                Service { vip: NODE_IP, port: MIXED_PORT, proto: Protocol::Tcp, backends: mixed },
+                Service { vip: NODE_IP, port: EMPTY_PORT, proto: Protocol::Tcp, backends: Vec::new() },
+            ])
+            .expect("program the services");
+        datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
+        Self { datapath }
+    }
+
+    fn run(&self, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let fd = self.datapath.program_fd(prog).expect("the program is loaded");
+        packet::test_run(fd, frame)
+    }
+
+    fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run(PROG_XDP_NODEPORT, frame)
+    }
+
+    /// Runs `frame` through XDP and expects `XDP_PASS` with its bytes unchanged.
+    fn passes_unchanged(&self, frame: &[u8], what: &str) {
+        let fd = self.datapath.program_fd(PROG_XDP_NODEPORT).expect("xdp_nodeport is loaded");
+        let (verdict, out) = packet::try_test_run(fd, frame).unwrap_or_else(|error| panic!("{what}: {error}"));
+        assert_eq!(verdict, XDP_PASS, "{what}: verdict");
+        assert_eq!(out, frame, "{what}: bytes unchanged");
+    }
+
+    /// Runs `frame` through XDP, expects `XDP_PASS`, a changed frame and valid checksums.
+    fn translated(&self, frame: &Frame) -> (packet::Parsed, Vec<u8>) {
+        let original = frame.build();
+        let (verdict, out) = self.xdp(&original);
+        assert_eq!(verdict, XDP_PASS, "verdict for {frame:?}");
+        assert_ne!(out, original, "{frame:?} was rewritten");
+        (packet::parse_checked(&out), out)
+    }
+
+    fn counter(&self, which: Counter) -> u64 {
+        let counters = self.datapath.counters().expect("read the counters");
+        counters.into_iter().find(|(c, _)| *c == which).expect("every counter is listed").1
+    }
+}
+
+#[test]
+fn node_port_syn_to_a_local_backend_is_translated_with_valid_checksums_and_tracked() {
+    let fast = Fast::new();
+    let syn = Frame { payload: b"hello".to_vec(), ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) };
+    let (parsed, out) = fast.translated(&syn);
+    assert!(LOCAL.contains(&parsed.dst), "{} is a local backend", parsed.dst);
+    assert_eq!((parsed.src, parsed.proto), (CLIENT, IPPROTO_TCP), "the client's address is kept (no SNAT)");
+    let original = syn.build();
+    assert_eq!(out.len(), original.len());
+    let (ip, tcp) = (ETH_HLEN, ETH_HLEN + 20);
+    for (at, (before, after)) in original.iter().zip(&out).enumerate() {
+        let rewritten = (ip + 10..ip + 12).contains(&at)
+            || (ip + 16..ip + 20).contains(&at)
+            || (tcp + 2..tcp + 4).contains(&at)
+            || (tcp + 16..tcp + 18).contains(&at);
+        if !rewritten {
+            assert_eq!(before, after, "byte {at} is not the program's to change");
+        }
+    }
+
+    let conntrack = fast.datapath.conntrack().expect("read CT");
+    assert_eq!(conntrack.len(), 1, "{conntrack:?}");
+    let (key, entry) = conntrack[0];
+    assert_eq!(key, CtKey::new(CLIENT, node_port(LOCAL_PORT), IPPROTO_TCP));
+    assert_eq!((entry.backend(), entry.service()), (parsed.dst, node_port(LOCAL_PORT)));
+    let rev_nat = fast.datapath.rev_nat().expect("read CT_REV");
+    assert_eq!(rev_nat.len(), 1, "{rev_nat:?}");
+    assert_eq!(rev_nat[0].0, CtKey::new(parsed.dst, CLIENT, IPPROTO_TCP), "keyed by the backend's reply");
+    assert_eq!(rev_nat[0].1.socket_addr(), node_port(LOCAL_PORT));
+    assert_eq!(fast.counter(Counter::XdpDnat), 1);
+
+    // The rest of the flow follows its entry.
+    for _ in 0..10 {
+        let ack = Frame { tcp_flags: TCP_ACK, payload: b"more".to_vec(), ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) };
+        assert_eq!(fast.translated(&ack).0.dst, parsed.dst);
+    }
+    // The backend's reply is restored by tc_nat (on the pod's veth) from the entry XDP wrote.
+    let syn_ack = Frame { tcp_flags: TCP_SYN | TCP_ACK, ..Frame::tcp(parsed.dst, CLIENT) };
+    let (verdict, reply) = fast.run(PROG_TC_NAT, &syn_ack.build());
+    assert_eq!(verdict, TC_ACT_OK);
+    let reply = packet::parse_checked(&reply);
+    assert_eq!((reply.src, reply.dst), (node_port(LOCAL_PORT), CLIENT), "the client sees the node port");
+    assert_eq!((fast.counter(Counter::XdpDnat), fast.counter(Counter::TcRevNat)), (11, 1));
+}
+
+#[test]
+fn udp_node_port_is_translated_with_and_without_checksum() {
+    let fast = Fast::new();
+    let (request, _) = fast.translated(&Frame::udp(CLIENT, node_port(DNS_PORT)));
+    assert_eq!((request.src, request.dst), (CLIENT, LOCAL_DNS));
+    assert_ne!(request.l4_checksum, 0, "a UDP checksum stays present");
+    let other = SocketAddrV4::new(*CLIENT.ip(), 40_001);
+    let (bare, _) = fast.translated(&Frame { udp_no_checksum: true, ..Frame::udp(other, node_port(DNS_PORT)) });
+    assert_eq!((bare.dst, bare.l4_checksum), (LOCAL_DNS, 0), "checksum 0 (none) stays 0");
+    assert_eq!(fast.datapath.conntrack().expect("read CT").len(), 2);
+}
+
+#[test]
+fn ipv4_options_are_skipped_by_ihl() {
+    let fast = Fast::new();
+    let options = vec![0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00];
+    let syn =
+        Frame { ip_options: options.clone(), payload: b"opts".to_vec(), ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) };
+    let (request, out) = fast.translated(&syn);
+    assert!(LOCAL.contains(&request.dst), "{}", request.dst);
+    assert_eq!(&out[ETH_HLEN + 20..ETH_HLEN + 28], &options[..], "options untouched");
+}
+
+#[test]
+fn a_remote_backend_is_left_to_tc() {
+    let fast = Fast::new();
+    let syn = Frame::tcp(CLIENT, node_port(REMOTE_PORT)).build();
+    fast.passes_unchanged(&syn, "first packet, remote backend");
+    assert!(fast.datapath.conntrack().expect("read CT").is_empty(), "XDP records no flow it does not translate");
+    assert_eq!(fast.counter(Counter::XdpNotLocal), 1);
+
+    // tc_nat picks the backend and records it; XDP then sees the remote entry and still passes.
+    let (verdict, out) = fast.run(PROG_TC_NAT, &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    let backend = packet::parse_checked(&out).dst;
+    assert!(REMOTE.contains(&backend), "{backend}");
+    fast.passes_unchanged(
+        &Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, node_port(REMOTE_PORT)) }.build(),
+        "later packet",
+    );
+    assert_eq!(fast.counter(Counter::XdpNotLocal), 2);
+    assert_eq!(fast.counter(Counter::XdpDnat), 0);
+    assert_eq!(fast.datapath.conntrack().expect("read CT").len(), 1);
+}
+
+#[test]
+fn with_local_and_remote_backends_only_flows_to_local_ones_are_translated() {
+    let fast = Fast::new();
+    let mut translated = BTreeSet::new();
+    let mut passed = 0;
+    for i in 0..60 {
+        let frame = Frame::tcp(SocketAddrV4::new(*CLIENT.ip(), 41_000 + i), node_port(MIXED_PORT)).build();
+        let (verdict, out) = fast.xdp(&frame);
+        assert_eq!(verdict, XDP_PASS);
+        if out == frame {
+            passed += 1;
+        } else {
+            translated.insert(packet::parse_checked(&out).dst);
+        }
+    }
+    // One local backend of three: 60 flows all on one side would be a 2·(2/3)^60-ish chance.
+    assert_eq!(translated.into_iter().collect::<Vec<_>>(), [LOCAL[0]], "only the local backend");
+    assert!(passed > 0, "flows picking a remote backend pass");
+    assert_eq!(fast.counter(Counter::XdpNotLocal), passed);
+    assert_eq!(fast.datapath.conntrack().expect("read CT").len() as u64, 60 - passed);
+}
+
+#[test]
+fn without_local_cidrs_nothing_is_local() {
+    let mut fast = Fast::new();
+    assert_eq!(fast.datapath.local_cidrs().expect("read"), [pod_cidr()]);
+    fast.datapath.set_local_cidrs(&[]).expect("clear the local CIDRs");
+    assert_eq!(fast.datapath.local_cidrs().expect("read"), []);
+    fast.passes_unchanged(&Frame::tcp(CLIENT, node_port(LOCAL_PORT)).build(), "no local CIDR");
+    let five: Vec<Cidr> = (0..5).map(|i| format!("10.244.{i}.0/24").parse().expect("cidr")).collect();
+    assert!(fast.datapath.set_local_cidrs(&five).is_err(), "more than the map holds");
+}
+
+#[test]
+fn traffic_that_is_not_a_node_port_passes_unchanged() {
+    let fast = Fast::new();
+    let cases = [
+        ("unknown port", Frame::tcp(CLIENT, node_port(30999))),
+        ("other address, same port", Frame::tcp(CLIENT, SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 2), LOCAL_PORT))),
+        ("UDP to a TCP node port", Frame::udp(CLIENT, node_port(LOCAL_PORT))),
+        ("straight to a pod", Frame::tcp(CLIENT, LOCAL[0])),
+        (
+            "ICMP to the node",
+            Frame { proto: IPPROTO_ICMP, payload: vec![8, 0, 0, 0], ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) },
+        ),
+        ("not IPv4", Frame { ether_type: ETH_P_IPV6, ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) }),
+        ("a backend's reply", Frame::tcp(LOCAL[0], CLIENT)),
+    ];
+    for (what, frame) in cases {
+        fast.passes_unchanged(&frame.build(), what);
+    }
+    assert!(fast.datapath.conntrack().expect("read CT").is_empty());
+    for counter in [Counter::XdpDnat, Counter::XdpNotLocal, Counter::XdpMalformed, Counter::XdpFragment] {
+        assert_eq!(fast.counter(counter), 0, "{}", counter.name());
+    }
+}
+
+#[test]
+fn external_traffic_policy_local_without_a_local_endpoint_drops_in_xdp_and_tc() {
+    let fast = Fast::new();
+    let syn = Frame::tcp(CLIENT, node_port(EMPTY_PORT)).build();
+    assert_eq!(fast.xdp(&syn).0, XDP_DROP);
+    assert_eq!(fast.counter(Counter::XdpNoBackend), 1);
+    assert_eq!(fast.run(PROG_TC_NAT, &syn).0, TC_ACT_SHOT, "TC alone drops it too");
+    assert_eq!(fast.counter(Counter::TcNoBackend), 1);
+    assert!(fast.datapath.conntrack().expect("read CT").is_empty());
+}
+
+#[test]
+fn fragments_pass_unchanged_and_are_counted() {
+    let fast = Fast::new();
+    let first = Frame { frag_off: IP_MF, ..Frame::udp(CLIENT, node_port(DNS_PORT)) };
+    fast.passes_unchanged(&first.build(), "first fragment (MF)");
+    let later = Frame { frag_off: 185, ..Frame::udp(CLIENT, node_port(DNS_PORT)) };
+    fast.passes_unchanged(&later.build(), "last fragment (offset)");
+    let middle = Frame { frag_off: IP_MF | 1, ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) };
+    fast.passes_unchanged(&middle.build(), "middle TCP fragment");
+    assert_eq!(fast.counter(Counter::XdpFragment), 3);
+    assert_eq!(fast.counter(Counter::XdpDnat), 0);
+    assert!(fast.datapath.conntrack().expect("read CT").is_empty());
+}
+
+#[test]
+fn truncated_and_malformed_frames_pass_unchanged_and_are_counted() {
+    let fast = Fast::new();
+    let tcp = Frame::tcp(CLIENT, node_port(LOCAL_PORT)).build();
+    let udp = Frame::udp(CLIENT, node_port(DNS_PORT)).build();
+    let mut ihl_4 = tcp.clone();
+    ihl_4[ETH_HLEN] = 0x44;
+    let mut version_6 = tcp.clone();
+    version_6[ETH_HLEN] = 0x65;
+    let mut short_total = tcp.clone();
+    short_total[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&30u16.to_be_bytes());
+    let with_options = Frame { ip_options: vec![1; 8], ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) }.build();
+    let one_option = Frame { ip_options: vec![1; 4], ..Frame::tcp(CLIENT, node_port(LOCAL_PORT)) }.build();
+    let mut ihl_15 = tcp.clone();
+    ihl_15[ETH_HLEN] = 0x4f;
+    let cases: [(&str, &[u8]); 8] = [
+        ("IPv4 header cut in its options", &with_options[..ETH_HLEN + 24]),
+        ("TCP header cut", &tcp[..ETH_HLEN + 20 + 12]),
+        ("TCP header cut after options", &one_option[..ETH_HLEN + 24 + 4]),
+        ("UDP header cut", &udp[..ETH_HLEN + 20 + 6]),
+        ("IHL 4", &ihl_4),
+        ("IPv4 version 6", &version_6),
+        ("total length shorter than the headers", &short_total),
+        ("IHL 15, past the end of the frame", &ihl_15),
+    ];
+    for (what, frame) in cases {
+        fast.passes_unchanged(frame, what);
+    }
+    // The kernel may refuse frames this short before the program runs; if it runs, it must pass.
+    let mut ran = 0;
+    for (what, frame) in [("Ethernet header only", &tcp[..ETH_HLEN]), ("IPv4 header cut", &tcp[..ETH_HLEN + 12])] {
+        let fd = fast.datapath.program_fd(PROG_XDP_NODEPORT).expect("xdp_nodeport is loaded");
+        match packet::try_test_run(fd, frame) {
+            Ok((verdict, out)) => {
+                assert_eq!((verdict, out.as_slice()), (XDP_PASS, frame), "{what}: passed unchanged");
+                ran += 1;
+            }
+            Err(error) => assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "{what}: {error}"),
+        }
+    }
+    assert_eq!(fast.counter(Counter::XdpMalformed), 8 + ran);
+    assert_eq!(fast.counter(Counter::XdpDnat), 0);
+    assert!(fast.datapath.conntrack().expect("read CT").is_empty());
+}
+
+#[test]
+fn the_committed_object_has_the_fast_path_too() {
+    static PREBUILT: &[u8] = aya::include_bytes_aligned!("../../ebpf/prebuilt/keelson.bpf.o");
+    let fast = Fast::with_object(Some(PREBUILT));
+    let (request, _) = fast.translated(&Frame::tcp(CLIENT, node_port(LOCAL_PORT)));
+    assert!(LOCAL.contains(&request.dst), "{}", request.dst);
+}
+
+/// Real traffic to a NodePort: namespaces `knp-<pid>-{c,n,b}` for an outside client, the node and
+/// a backend pod; veths `knp<pid>c0`/`c1` (client ↔ node, the node's "external" interface holding
+/// the node address) and `knp<pid>b0`/`b1` (pod ↔ node, the pod /24), created straight inside the
+/// namespaces. The node forwards between them; `tc_nat` runs on the ingress of `c1` and `b1`, and
+/// `xdp_nodeport` on `c1` for the first half of the test. Every address lives inside these
+/// namespaces; nothing is added to the host's. Everything is deleted on drop, also when an
+/// assertion fails.
+mod netns {
+    use std::fs::File;
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::api::core::v1::{Service as KubeService, ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+    use kube::api::ObjectMeta;
+    use node_agent::proxy::desired::{SERVICE_NAME_LABEL, ThisNode, desired_table};
+
+    use super::*;
+
+    const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+    const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+    const BACKEND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 8080);
+    const NODE_NAME: &str = "node-a";
+    const NODE_PORT: u16 = 30080;
+    /// `externalTrafficPolicy: Local` with its only endpoint on another node.
+    const ELSEWHERE_PORT: u16 = 30090;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const EXCHANGES: usize = 5;
+
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip (iproute2 must be installed)");
+        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The namespaces this test created; deleted (with their veths) on drop.
+    struct Topology {
+        pid: u32,
+        created: Vec<String>,
+    }
+
+    impl Topology {
+        fn ns(&self, tag: &str) -> String {
+            format!("knp-{}-{tag}", self.pid)
+        }
+
+        fn link(&self, name: &str) -> String {
+            format!("knp{}{name}", self.pid)
+        }
+
+        fn add_ns(&mut self, tag: &str) -> String {
+            let name = self.ns(tag);
+            ip(&["netns", "add", &name]);
+            self.created.push(name.clone());
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+            name
+        }
+
+        /// A veth `<end>0` in `ns` with `addr/24` and a default route via `gateway`, peered with
+        /// `<end>1` in the node namespace holding `gateway/24`.
+        fn wire(&self, ns: &str, end: &str, addr: Ipv4Addr, gateway: Ipv4Addr) {
+            let node = self.ns("n");
+            let (inner, outer) = (self.link(&format!("{end}0")), self.link(&format!("{end}1")));
+            ip(&["-n", ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns", &node]);
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+            ip(&["-n", ns, "link", "set", &inner, "up"]);
+            ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string()]);
+            ip(&["-n", &node, "addr", "add", &format!("{gateway}/24"), "dev", &outer]);
+            ip(&["-n", &node, "link", "set", &outer, "up"]);
+        }
+
+        fn build() -> Self {
+            let mut topo = Self { pid: std::process::id(), created: Vec::new() };
+            topo.add_ns("n");
+            // Before the veths exist, so that they inherit `default`. A reply reverse-translated
+            // on b1 comes in with the node's own address as its source, which the kernel drops as
+            // martian unless `accept_local` is set (a node needs it on its pod veths for NodePort).
+            topo.in_ns("n", || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the node namespace");
+                for conf in ["all", "default"] {
+                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0").expect("rp_filter");
+                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/accept_local"), "1").expect("accept_local");
+                }
+            });
+            let client = topo.add_ns("c");
+            let backend = topo.add_ns("b");
+            topo.wire(&client, "c", CLIENT_ADDR, NODE_IP);
+            topo.wire(&backend, "b", *BACKEND.ip(), POD_GATEWAY);
+            // Like a NIC's receive path, the node gets complete checksums from the client rather
+            // than veth's offloaded (pseudo-header only) ones, so the backend's stack really
+            // checks what XDP patched.
+            let c0 = topo.link("c0");
+            topo.in_ns("c", || disable_tx_checksum(&c0));
+            topo
+        }
+
+        fn netns_path(&self, tag: &str) -> PathBuf {
+            PathBuf::from("/run/netns").join(self.ns(tag))
+        }
+
+        fn in_ns<T: Send>(&self, tag: &str, f: impl FnOnce() -> T + Send) -> T {
+            let file = File::open(self.netns_path(tag)).expect("open the namespace");
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+                        f()
+                    })
+                    .join()
+                    .expect("the thread in the namespace panicked")
+            })
+        }
+
+        fn spawn_in_ns<T: Send + 'static>(
+            &self,
+            tag: &str,
+            f: impl FnOnce() -> T + Send + 'static,
+        ) -> std::thread::JoinHandle<T> {
+            let file = File::open(self.netns_path(tag)).expect("open the namespace");
+            std::thread::spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+                f()
+            })
+        }
+    }
+
+    impl Drop for Topology {
+        fn drop(&mut self) {
+            for ns in self.created.iter().rev() {
+                let deleted = Command::new("ip").args(["netns", "del", ns]).status();
+                if !deleted.is_ok_and(|status| status.success()) {
+                    eprintln!("could not delete namespace {ns}");
+                }
+            }
+        }
+    }
+
+    /// `ethtool -K <iface> tx off` (no ethtool binary here): the `ETHTOOL_STXCSUM` ioctl on an
+    /// interface of the calling thread's namespace.
+    fn disable_tx_checksum(iface: &str) {
+        const ETHTOOL_STXCSUM: u32 = 0x17;
+        #[repr(C)]
+        struct EthtoolValue {
+            cmd: u32,
+            data: u32,
+        }
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("a socket for the ioctl");
+        let mut value = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+        // SAFETY: `ifreq` is plain data; all zeroes is a valid value.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        assert!(iface.len() < request.ifr_name.len(), "interface name fits");
+        for (dst, src) in request.ifr_name.iter_mut().zip(iface.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        request.ifr_ifru.ifru_data = (&raw mut value).cast();
+        // SAFETY: SIOCETHTOOL reads `ifreq` (a NUL-terminated name and a pointer to an
+        // `ethtool_value`, both alive for the call) and writes at most that `ethtool_value`.
+        let rc =
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::SIOCETHTOOL as _, &raw mut request) };
+        assert_eq!(rc, 0, "ETHTOOL_STXCSUM on {iface}: {}", std::io::Error::last_os_error());
+    }
+
+    /// A NodePort Service `web` (TCP and UDP on port 80 / node port [`NODE_PORT`]) with
+    /// `externalTrafficPolicy: Local`, its endpoint [`BACKEND`] on this node, and a second one,
+    /// `far`, whose only endpoint is on another node.
+    fn cluster_objects() -> (Vec<KubeService>, Vec<EndpointSlice>) {
+        let service = |name: &str, ip: &str, node_port: u16| KubeService {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                cluster_ips: Some(vec![ip.into()]),
+                type_: Some("NodePort".into()),
+                external_traffic_policy: Some("Local".into()),
+                ports: Some(
+                    ["TCP", "UDP"]
+                        .iter()
+                        .map(|proto| ServicePort {
+                            name: Some(proto.to_lowercase()),
+                            port: 80,
+                            node_port: Some(i32::from(node_port)),
+                            protocol: Some((*proto).into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let slice = |name: &str, addr: &str, node: &str| EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}-1")),
+                namespace: Some("default".into()),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), name.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec![addr.into()],
+                node_name: Some(node.into()),
+                ..Default::default()
+            }],
+            ports: Some(
+                ["TCP", "UDP"]
+                    .iter()
+                    .map(|proto| EndpointPort {
+                        name: Some(proto.to_lowercase()),
+                        port: Some(i32::from(BACKEND.port())),
+                        protocol: Some((*proto).into()),
+                        app_protocol: None,
+                    })
+                    .collect(),
+            ),
+        };
+        (
+            vec![service("web", "10.96.0.80", NODE_PORT), service("far", "10.96.0.90", ELSEWHERE_PORT)],
+            vec![slice("web", &BACKEND.ip().to_string(), NODE_NAME), slice("far", "10.244.2.9", "node-b")],
+        )
+    }
+
+    /// Answers `EXCHANGES` TCP connections and `EXCHANGES` datagrams with the peer it saw.
+    fn serve(listener: TcpListener, udp: UdpSocket) {
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let deadline = Instant::now() + TIMEOUT * 2;
+        let mut served = 0;
+        while served < EXCHANGES && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let _ = writeln!(stream, "{peer}");
+                    served += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut buf = [0; 64];
+        for _ in 0..EXCHANGES {
+            let Ok((_, from)) = udp.recv_from(&mut buf) else { break };
+            let _ = udp.send_to(from.to_string().as_bytes(), from);
+        }
+    }
+
+    /// From the client namespace: `EXCHANGES` TCP connections and UDP exchanges with the node
+    /// port; returns the client address the backend reported each time.
+    fn exchange(topo: &Topology) -> Vec<SocketAddrV4> {
+        let (listener, udp) = topo.in_ns("b", || {
+            (TcpListener::bind(BACKEND).expect("bind TCP"), UdpSocket::bind(BACKEND).expect("bind UDP"))
+        });
+        let server = topo.spawn_in_ns("b", move || serve(listener, udp));
+        let seen = topo.in_ns("c", || {
+            let target = SocketAddrV4::new(NODE_IP, NODE_PORT);
+            let mut seen = Vec::new();
+            for _ in 0..EXCHANGES {
+                let mut stream = TcpStream::connect_timeout(&target.into(), TIMEOUT).expect("connect to the node port");
+                stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply).expect("read the backend's reply");
+                assert_eq!(stream.peer_addr().expect("peer"), target.into(), "the client's peer is the node port");
+                seen.push(reply.trim().parse().expect("the backend reports the client"));
+            }
+            for _ in 0..EXCHANGES {
+                let socket = UdpSocket::bind("0.0.0.0:0").expect("bind UDP client");
+                socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                socket.connect(target).expect("connect UDP");
+                socket.send(b"who").expect("send");
+                let mut buf = [0; 64];
+                let len = socket.recv(&mut buf).expect("a reply from the node port");
+                seen.push(String::from_utf8_lossy(&buf[..len]).parse().expect("the backend reports the client"));
+            }
+            seen
+        });
+        server.join().expect("the server thread");
+        seen
+    }
+
+    fn counter(datapath: &Datapath, which: Counter) -> u64 {
+        datapath.counters().expect("counters").into_iter().find(|(c, _)| *c == which).expect("listed").1
+    }
+
+    #[test]
+    fn node_port_reaches_a_local_backend_through_xdp_and_through_tc() {
+        let topo = Topology::build();
+        let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
+        let (services, slices) = cluster_objects();
+        let node = ThisNode { name: Some(NODE_NAME), addresses: &[NODE_IP] };
+        let table = desired_table(&services, &slices, node);
+        let node_ports: Vec<&Service> = table.iter().filter(|s| s.vip == NODE_IP).collect();
+        assert_eq!(node_ports.len(), 4, "two node ports, TCP and UDP: {table:?}");
+        assert!(node_ports.iter().all(|s| if s.port == NODE_PORT {
+            s.backends == [BACKEND]
+        } else {
+            s.backends.is_empty()
+        }));
+        datapath.sync(&table).expect("program the services");
+        datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
+        let (c1, b1) = (topo.link("c1"), topo.link("b1"));
+        topo.in_ns("n", || {
+            datapath.attach_tc(&c1).expect("attach tc_nat to the node's external veth");
+            datapath.attach_tc(&b1).expect("attach tc_nat to the pod's host-side veth");
+            datapath.attach_xdp(&c1).expect("attach xdp_nodeport to the node's external veth");
+            assert!(
+                matches!(datapath.attach_xdp(&c1), Err(node_agent::datapath::Error::XdpAttachedAlready { .. })),
+                "attaching twice is refused"
+            );
+        });
+        assert_eq!(datapath.xdp_interfaces(), [c1.as_str()]);
+
+        // (a) XDP translates the client's packets; TC on c1 then has nothing to do but replies
+        // are restored on b1.
+        let seen = exchange(&topo);
+        assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
+        let xdp_dnat = counter(&datapath, Counter::XdpDnat);
+        assert!(xdp_dnat >= 2 * EXCHANGES as u64, "XDP translated every flow: {xdp_dnat}");
+        assert_eq!(counter(&datapath, Counter::TcDnat), 0, "nothing was left for TC");
+        assert!(counter(&datapath, Counter::TcRevNat) >= 2 * EXCHANGES as u64);
+
+        // ETP Local with no endpoint here: dropped in XDP, the connect times out.
+        let far = SocketAddrV4::new(NODE_IP, ELSEWHERE_PORT);
+        let refused = topo.in_ns("c", || TcpStream::connect_timeout(&far.into(), Duration::from_millis(300)).is_err());
+        assert!(refused, "no local endpoint: no connection");
+        assert!(counter(&datapath, Counter::XdpNoBackend) >= 1);
+
+        // (b) Without XDP, tc_nat on c1 does the same.
+        topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
+        assert!(datapath.xdp_interfaces().is_empty());
+        let seen = exchange(&topo);
+        assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
+        assert_eq!(counter(&datapath, Counter::XdpDnat), xdp_dnat, "XDP is gone");
+        assert!(counter(&datapath, Counter::TcDnat) >= 2 * EXCHANGES as u64, "TC translated every flow");
+        let conntrack = datapath.conntrack().expect("read CT");
+        assert!(conntrack.iter().all(|(key, entry)| *key.source().ip() == CLIENT_ADDR && entry.backend() == BACKEND));
+        assert!(conntrack.len() >= 2 * EXCHANGES, "{conntrack:?}");
+
+        topo.in_ns("n", || {
+            datapath.detach_tc(&c1).expect("detach");
+            datapath.detach_tc(&b1).expect("detach");
+        });
+    }
+}
