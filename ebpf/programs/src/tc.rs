@@ -5,7 +5,8 @@
 //!
 //! - **Forward (DNAT).** An IPv4 TCP or UDP packet whose destination (address, port, protocol) is
 //!   a frontend in [`SERVICES`] goes to a backend: the one its flow already uses (from [`CT`],
-//!   keyed by the 5-tuple as the client sent it), else one picked at random as `connect4` does.
+//!   keyed by the 5-tuple as the client sent it), else one picked as `connect4` does: at random,
+//!   or for a service with session affinity the one this client (by source address) last used.
 //!   A new flow records its backend in [`CT`] and, in [`CT_REV`], the service its replies must
 //!   appear to come from. A service without backends drops the packet (`TC_ACT_SHOT`).
 //! - **Reverse (SNAT of replies).** A packet that is no service's but matches [`CT_REV`] (the
@@ -21,19 +22,27 @@
 //! `TC_ACT_OK` and unchanged bytes: other EtherTypes and protocols, fragments (no ports to go by;
 //! counted), and packets too short for their headers or with a bad IPv4 header (counted). Packet
 //! bytes are read with `bpf_skb_load_bytes`, which checks bounds itself and also works on
-//! non-linear buffers. Not handled yet: hairpin (a pod reaching itself through its service needs
-//! SNAT as well) and ICMP errors about translated flows.
+//! non-linear buffers.
+//!
+//! Not handled: ICMP errors about translated flows, and hairpin. A pod whose packet to its own
+//! service is translated here to its own address gets it back through its veth with its own
+//! address as the source: its kernel drops such a packet (a "martian" with a local source), and
+//! even if it took it, the reply would go over its loopback without passing `tc_nat`, so the
+//! client would see the pod's address instead of the VIP. Making that work needs SNAT of hairpin
+//! flows to an address of the node (kube-proxy masquerades them), which `tc_nat` does not do.
+//! Pods on a Keelson node reach their services through the socket programs, which rewrite the
+//! destination before routing, so hairpin works there without any NAT.
 
 use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::{classifier, map};
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::TcContext;
 use keelson_ebpf_common::{
-    CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP, ServiceAddr, ServiceKey,
-    ServiceValue,
+    AFFINITY_IPV4, CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP, ServiceAddr,
+    ServiceKey, ServiceValue,
 };
 
-use crate::{SERVICES, bump, pick_backend};
+use crate::{SERVICES, bump, select_backend};
 
 #[map]
 static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_ENTRIES, 0);
@@ -237,8 +246,8 @@ fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
     Ok(Packet { ip, l4, sport, dport, csum_off: l4 + csum_off, csum_flags })
 }
 
-/// The conntrack entry of a packet to a service: the flow's own, or a new one with a random
-/// backend (written to [`CT`] and [`CT_REV`]).
+/// The conntrack entry of a packet to a service: the flow's own, or a new one with a backend
+/// chosen by `select_backend` (written to [`CT`] and [`CT_REV`]).
 #[inline(always)]
 fn forward_entry(packet: &Packet, service: ServiceValue) -> Result<CtEntry, Skip> {
     if service.count == 0 {
@@ -257,7 +266,7 @@ fn forward_entry(packet: &Packet, service: ServiceValue) -> Result<CtEntry, Skip
     let entry = match unsafe { CT.get(key) } {
         Some(&entry) => entry,
         None => {
-            let backend = pick_backend(service).ok_or(Skip::NoBackend)?;
+            let backend = select_backend(service, Some((u64::from(ip.saddr), AFFINITY_IPV4))).ok_or(Skip::NoBackend)?;
             let fresh =
                 CtEntry { backend: backend.addr, vip: ip.daddr, backend_port: backend.port, vip_port: packet.dport };
             if CT.insert(key, fresh, u64::from(BPF_NOEXIST)).is_ok() {

@@ -220,6 +220,7 @@ mod tests {
             port,
             proto,
             backends: backends.iter().map(|b| b.parse().expect("backend")).collect(),
+            affinity: None,
         }
     }
 
@@ -283,6 +284,32 @@ mod tests {
             vec![remove("10.96.0.20", 53, Protocol::Udp), remove("10.96.0.20", 80, Protocol::Tcp)]
         );
         assert_eq!(cache.table(), vec![service("10.96.0.21", 5432, Protocol::Tcp, &["10.244.2.1:5432"])]);
+    }
+
+    #[test]
+    fn turning_session_affinity_on_upserts_every_frontend_of_the_service() {
+        let mut cache = Cache::default();
+        cache.replace_services([kube_service("web", "10.96.0.20", WEB_PORTS)]);
+        cache.replace_slices([slice("web-1", "web", WEB_SLICE_PORTS, vec![ready("10.244.1.1")])]);
+        let _ = cache.table();
+        let mut sticky = kube_service("web", "10.96.0.20", WEB_PORTS);
+        sticky.spec.as_mut().expect("spec").session_affinity = Some("ClientIP".into());
+        cache.apply_service(sticky);
+        let hours = Some(std::time::Duration::from_secs(10_800));
+        let with_affinity = |mut change: Change| {
+            if let Change::Upsert(service) = &mut change {
+                service.affinity = hours;
+            }
+            change
+        };
+        assert_eq!(
+            cache.changes(),
+            vec![
+                with_affinity(upsert("10.96.0.20", 53, Protocol::Udp, &["10.244.1.1:5353"])),
+                with_affinity(upsert("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.1:8080"])),
+            ]
+        );
+        assert_eq!(cache.changes(), vec![]);
     }
 
     #[test]
