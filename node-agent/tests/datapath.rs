@@ -3,9 +3,11 @@
 //! Each test creates its own cgroup v2 child (`keelson-test-<pid>-<n>`), loads the programs and
 //! attaches them there, and starts a helper process: this test binary run again with
 //! `KEELSON_DATAPATH_HELPER` set, which joins the cgroup, moves into a network namespace of its
-//! own with only `lo`, starts TCP and UDP servers on 127.0.0.x and makes connections when the test
-//! asks over stdin. So all traffic stays inside that namespace: a VIP the programs do not rewrite
-//! finds no route there (`ENETUNREACH`) instead of leaving the machine. The helper is killed, the
+//! own with only `lo` (and, for the hairpin test, a veth pair of its own standing for a pod's
+//! `eth0`), starts TCP and UDP servers on 127.0.0.x and makes connections when the test asks over
+//! stdin; it can also hold connections open across a datapath restart and exchange data on them
+//! later. So all traffic stays inside that namespace: a VIP the programs do not rewrite finds no
+//! route there (`ENETUNREACH`) instead of leaving the machine. The helper is killed, the
 //! programs detached, the cgroup removed and private mounts unmounted on drop, also when an
 //! assertion fails.
 
@@ -17,7 +19,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keelson_ebpf_common::Counter;
+use keelson_ebpf_common::{AFFINITY_NETNS, Counter};
 use node_agent::datapath::{Config, Datapath, Error, Protocol, Service, bpffs, cgroup};
 
 /// Set in the helper's environment: the cgroup directory it joins.
@@ -35,12 +37,17 @@ const BACKENDS: [SocketAddrV4; 3] = [
 ];
 /// A server that is no service's backend.
 const DIRECT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 9), 8080);
+/// Echo servers on the backends' addresses, for connections held open: each greets a connection
+/// with its own address and then answers every line with its address and the line.
+const ECHO_PORT: u16 = 9090;
+/// The helper's own "pod" address, on its `eth0` (a veth inside its namespace), with a server.
+const POD: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 7, 5), 8080);
 
 const ENETUNREACH: i32 = 101;
 const EPERM: i32 = 1;
 
 fn service(port: u16, proto: Protocol, backends: &[SocketAddrV4]) -> Service {
-    Service { vip: VIP, port, proto, backends: backends.to_vec() }
+    Service { vip: VIP, port, proto, backends: backends.to_vec(), affinity: None }
 }
 
 /// The helper half: only runs as the helper process, a no-op in a normal test run.
@@ -177,19 +184,27 @@ impl Helper {
         }
     }
 
-    /// `kind` is `tcp` (connect, read), `udp` (one unconnected socket, sendto/recvfrom) or `udpc`
-    /// (connected UDP socket per exchange).
+    /// `kind` is `tcp` (connect, read), `udp` (one unconnected socket, sendto/recvfrom), `udpc`
+    /// (connected UDP socket per exchange), `hold` (connect to an echo server and keep the
+    /// connection) or `check` (a line each way on every held connection; `target` is unused and
+    /// `count` must be the number held).
     fn run(&mut self, kind: &str, target: SocketAddrV4, count: usize) -> Vec<Outcome> {
+        self.run_raw(kind, target, count)
+            .into_iter()
+            .map(|outcome| outcome.map(|fields| (fields[0], fields[1])))
+            .collect()
+    }
+
+    /// [`Self::run`] with every address the helper reports per exchange (`tcpx` gives four:
+    /// served, peer, the client the server saw, the client's local address).
+    fn run_raw(&mut self, kind: &str, target: SocketAddrV4, count: usize) -> Vec<Result<Vec<SocketAddrV4>, i32>> {
         writeln!(self.stdin, "{kind} {target} {count}").expect("write to the helper");
         let reply = self.reply();
-        let outcomes: Vec<Outcome> = reply
+        let outcomes: Vec<_> = reply
             .split_whitespace()
             .map(|item| match item.strip_prefix('!') {
                 Some(errno) => Err(errno.parse().expect("errno")),
-                None => {
-                    let (served, peer) = item.split_once('|').expect("served|peer");
-                    Ok((served.parse().expect("served address"), peer.parse().expect("peer address")))
-                }
+                None => Ok(item.split('|').map(|addr| addr.parse().expect("an address")).collect::<Vec<_>>()),
             })
             .collect();
         assert_eq!(outcomes.len(), count, "{reply}");
@@ -235,6 +250,154 @@ impl Drop for Helper {
 
 fn all_backends() -> BTreeSet<SocketAddrV4> {
     BACKENDS.into_iter().collect()
+}
+
+fn with_affinity(mut service: Service, timeout: Duration) -> Service {
+    service.affinity = Some(timeout);
+    service
+}
+
+/// The single backend that served every exchange.
+fn only(served: BTreeSet<SocketAddrV4>) -> SocketAddrV4 {
+    assert_eq!(served.len(), 1, "one backend expected, got {served:?}");
+    served.into_iter().next().expect("one")
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_backend_while_it_lasts() {
+    let mut fixture = Fixture::new(|_| Config::default());
+    let hour = Duration::from_secs(3_600);
+    fixture
+        .datapath()
+        .sync(&[
+            with_affinity(service(80, Protocol::Tcp, &BACKENDS), hour),
+            with_affinity(service(53, Protocol::Udp, &BACKENDS), hour),
+            service(81, Protocol::Tcp, &BACKENDS),
+        ])
+        .expect("program the services");
+    let (tcp, udp, plain) = (SocketAddrV4::new(VIP, 80), SocketAddrV4::new(VIP, 53), SocketAddrV4::new(VIP, 81));
+    let helper = fixture.helper();
+    let pinned = only(helper.served_by("tcp", tcp, 30, tcp));
+    assert_eq!(helper.served_by("tcp", plain, 45, plain), all_backends(), "without affinity connects spread");
+    let pinned_udp = only(helper.served_by("udp", udp, 30, udp));
+    assert_eq!(helper.served_by("udpc", udp, 10, udp), BTreeSet::from([pinned_udp]), "connected UDP too");
+    assert!(fixture.counter(Counter::AffinityHit) >= 29 + 29 + 10, "{}", fixture.counter(Counter::AffinityHit));
+    assert_eq!(fixture.counter(Counter::AffinityUpdateFailed), 0);
+
+    // The client is its network namespace, once per service with affinity.
+    let entries = fixture.datapath().affinity().expect("read AFFINITY");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|(key, _)| key.kind == AFFINITY_NETNS && key.client == entries[0].0.client));
+    assert!(entries.iter().any(|(_, entry)| entry.backend() == pinned), "{entries:?}");
+
+    // Other backends come and go (the pinned one may move to another slot): the client stays.
+    let others: Vec<SocketAddrV4> = BACKENDS.into_iter().filter(|b| *b != pinned).collect();
+    let services = fixture.datapath().services().expect("list");
+    let slots = &services.iter().find(|s| s.port == 80).expect("the TCP service").backends;
+    // Removing the other backend in the lower slot first moves the tail down when it is kept.
+    let mut by_slot = others.clone();
+    by_slot.sort_by_key(|b| slots.iter().position(|s| s == b));
+    let mut backends = BACKENDS.to_vec();
+    for gone in by_slot {
+        backends.retain(|b| *b != gone);
+        fixture.datapath().upsert(&with_affinity(service(80, Protocol::Tcp, &backends), hour)).expect("remove one");
+        assert_eq!(fixture.helper().served_by("tcp", tcp, 10, tcp), BTreeSet::from([pinned]), "{gone} removed");
+    }
+
+    // The pinned backend goes: the client moves to one new backend, and sticks to it.
+    fixture.datapath().upsert(&with_affinity(service(80, Protocol::Tcp, &others), hour)).expect("swap");
+    let moved = only(fixture.helper().served_by("tcp", tcp, 30, tcp));
+    assert!(others.contains(&moved), "{moved} is one of {others:?}");
+
+    // Affinity off: connects spread again.
+    fixture.datapath().upsert(&service(80, Protocol::Tcp, &BACKENDS)).expect("affinity off");
+    assert_eq!(fixture.helper().served_by("tcp", tcp, 45, tcp), all_backends());
+}
+
+#[test]
+fn client_ip_affinity_expires_after_its_timeout() {
+    let mut fixture = Fixture::new(|_| Config::default());
+    let timeout = Duration::from_secs(1);
+    fixture.datapath().sync(&[with_affinity(service(80, Protocol::Tcp, &BACKENDS), timeout)]).expect("program");
+    let tcp = SocketAddrV4::new(VIP, 80);
+    let first = only(fixture.helper().served_by("tcp", tcp, 10, tcp));
+    // Within the timeout of the last use, again and again: still the same backend.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(fixture.helper().served_by("tcp", tcp, 1, tcp), BTreeSet::from([first]));
+    }
+    // Past the timeout each first connect is a fresh pick (no hit), remembered again; with three
+    // backends a different one comes up soon (all 12 the same: (1/3)^12).
+    let mut picks = Vec::new();
+    for _ in 0..12 {
+        std::thread::sleep(timeout + Duration::from_millis(300));
+        let hits = fixture.counter(Counter::AffinityHit);
+        let pick = only(fixture.helper().served_by("tcp", tcp, 1, tcp));
+        assert_eq!(fixture.counter(Counter::AffinityHit), hits, "an expired entry is no hit");
+        assert_eq!(fixture.helper().served_by("tcp", tcp, 5, tcp), BTreeSet::from([pick]), "the new pick sticks");
+        picks.push(pick);
+        if pick != first {
+            break;
+        }
+    }
+    assert!(picks.iter().any(|pick| *pick != first), "never a new pick after the timeout: {picks:?}");
+}
+
+/// A pod reaching itself through its own Service: the only backend is the client's own address
+/// (on its `eth0`), and the connect, rewritten before routing, needs no NAT.
+#[test]
+fn hairpin_a_pod_reaches_itself_through_its_service() {
+    let mut fixture = Fixture::new(|_| Config::default());
+    fixture.datapath().sync(&[service(80, Protocol::Tcp, &[POD])]).expect("program");
+    let tcp = SocketAddrV4::new(VIP, 80);
+    for outcome in fixture.helper().run_raw("tcpx", tcp, 10) {
+        let fields = outcome.unwrap_or_else(|errno| panic!("hairpin connect: errno {errno}"));
+        let [served, peer, seen, local] = fields[..] else { panic!("four addresses: {fields:?}") };
+        assert_eq!(served, POD, "the pod's own server answered");
+        assert_eq!(peer, tcp, "getpeername shows the VIP");
+        assert_eq!(*local.ip(), *POD.ip(), "the client's own address is the pod's");
+        assert_eq!(seen, local, "the server sees the pod itself as the client, untranslated");
+    }
+    assert!(fixture.counter(Counter::Connect) >= 10);
+}
+
+/// 100 connections through a VIP stay up across a restart of the datapath (programs detached
+/// and loaded again from the pins) and keep showing the VIP; new connections work afterwards.
+#[test]
+fn a_restart_keeps_100_open_connections() {
+    const HELD: usize = 100;
+    let mut pin_dir = PathBuf::new();
+    let mut fixture = Fixture::new(|fixture| {
+        pin_dir = fixture.private_bpffs();
+        Config { pin_dir: Some(pin_dir.clone()) }
+    });
+    let echo: Vec<SocketAddrV4> = BACKENDS.iter().map(|b| SocketAddrV4::new(*b.ip(), ECHO_PORT)).collect();
+    let table = vec![service(90, Protocol::Tcp, &echo), service(80, Protocol::Tcp, &BACKENDS)];
+    fixture.datapath().sync(&table).expect("program the services");
+    let vip = SocketAddrV4::new(VIP, 90);
+    let held = fixture.helper().served_by("hold", vip, HELD, vip);
+    assert_eq!(held, echo.iter().copied().collect(), "the held connections spread over the backends");
+    assert_eq!(fixture.helper().served_by("check", vip, HELD, vip), held, "data both ways before the restart");
+
+    // Restart: the programs go, the connections and the pinned maps stay.
+    fixture.datapath = None;
+    let served: BTreeSet<SocketAddrV4> = fixture
+        .helper()
+        .run("check", vip, HELD)
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|errno| panic!("exchange while no program is attached: errno {errno}")).0)
+        .collect();
+    assert_eq!(served, held, "established connections never needed the programs");
+    fixture.load(&Config { pin_dir: Some(pin_dir.clone()) });
+    assert_eq!(fixture.datapath().sync(&table).expect("resync").map_writes, 0, "the maps were kept");
+
+    assert_eq!(fixture.helper().served_by("check", vip, HELD, vip), held, "all 100 still talk and show the VIP");
+    let tcp = SocketAddrV4::new(VIP, 80);
+    assert_eq!(fixture.helper().served_by("tcp", tcp, 45, tcp), all_backends(), "new connections work");
+    assert_eq!(fixture.helper().served_by("check", vip, HELD, vip), held);
+
+    fixture.datapath = None;
+    bpffs::remove_pins(&pin_dir).expect("unpin");
 }
 
 #[test]
@@ -371,13 +534,25 @@ mod helper {
         std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()).expect("join the test cgroup");
         // This thread (and the threads and processes it starts) get a namespace with only `lo`.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare the network namespace");
-        let status = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("run ip");
-        assert!(status.success(), "ip link set lo up");
-        for addr in BACKENDS.into_iter().chain([DIRECT]) {
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().expect("run ip");
+            assert!(status.success(), "ip {}", args.join(" "));
+        };
+        ip(&["link", "set", "lo", "up"]);
+        // The "pod" interface: a veth pair inside this private namespace (gone with it).
+        ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+        ip(&["addr", "add", &format!("{}/24", POD.ip()), "dev", "eth0"]);
+        ip(&["link", "set", "eth0", "up"]);
+        ip(&["link", "set", "peer0", "up"]);
+        for addr in BACKENDS.into_iter().chain([DIRECT, POD]) {
             serve_tcp(addr);
             serve_udp(addr);
         }
+        for addr in BACKENDS {
+            serve_echo(SocketAddrV4::new(*addr.ip(), ECHO_PORT));
+        }
         println!("{REPLY}ready");
+        let mut held = Vec::new();
         for line in std::io::stdin().lines() {
             let line = line.expect("read a request");
             let mut words = line.split_whitespace();
@@ -388,6 +563,18 @@ mod helper {
             let count: usize = count.parse().expect("count");
             let outcomes: Vec<String> = match kind {
                 "tcp" => (0..count).map(|_| tcp_exchange(target)).map(describe).collect(),
+                "tcpx" => (0..count).map(|_| tcp_exchange_seen(target)).collect(),
+                "hold" => (0..count)
+                    .map(|_| {
+                        Held::open(target).map(|connection| {
+                            let described = describe(Ok((connection.served, connection.peer())));
+                            held.push(connection);
+                            described
+                        })
+                    })
+                    .map(|outcome| outcome.unwrap_or_else(|error| describe(Err(error))))
+                    .collect(),
+                "check" => held.iter_mut().enumerate().map(|(i, connection)| describe(connection.check(i))).collect(),
                 "udp" => {
                     let socket = UdpSocket::bind("0.0.0.0:0").expect("bind UDP client");
                     socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
@@ -409,8 +596,80 @@ mod helper {
         }
     }
 
+    /// The first word of a server's reply: its own address.
     fn parse_served(text: &str) -> std::io::Result<SocketAddr> {
-        text.trim().parse().map_err(|_| std::io::Error::other(format!("bad server reply {text:?}")))
+        let first = text.split_whitespace().next().unwrap_or_default();
+        first.parse().map_err(|_| std::io::Error::other(format!("bad server reply {text:?}")))
+    }
+
+    /// A TCP exchange described as `served|peer|seen|local`: also the client address the server
+    /// saw (second word of its reply) and the socket's own.
+    fn tcp_exchange_seen(target: SocketAddrV4) -> String {
+        let exchange = || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&target.into(), TIMEOUT)?;
+            stream.set_read_timeout(Some(TIMEOUT))?;
+            let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            let seen = reply.split_whitespace().nth(1).unwrap_or_default();
+            Ok(format!("{}|{peer}|{seen}|{local}", parse_served(&reply)?))
+        };
+        exchange().unwrap_or_else(|error| describe(Err(error)))
+    }
+
+    /// A connection to an echo server, kept open.
+    pub struct Held {
+        reader: BufReader<TcpStream>,
+        stream: TcpStream,
+        served: SocketAddr,
+    }
+
+    impl Held {
+        fn open(target: SocketAddrV4) -> std::io::Result<Self> {
+            let stream = TcpStream::connect_timeout(&target.into(), TIMEOUT)?;
+            stream.set_read_timeout(Some(TIMEOUT))?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let mut greeting = String::new();
+            reader.read_line(&mut greeting)?;
+            Ok(Self { reader, stream, served: parse_served(&greeting)? })
+        }
+
+        fn peer(&self) -> SocketAddr {
+            self.stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        }
+
+        /// A line there and its echo back, from the server that greeted us.
+        fn check(&mut self, i: usize) -> std::io::Result<(SocketAddr, SocketAddr)> {
+            let line = format!("ping-{i}");
+            writeln!(self.stream, "{line}")?;
+            let mut echo = String::new();
+            self.reader.read_line(&mut echo)?;
+            let served = parse_served(&echo)?;
+            if served != self.served || echo.split_whitespace().nth(1) != Some(line.as_str()) {
+                return Err(std::io::Error::other(format!("{echo:?} from {served}, greeted by {}", self.served)));
+            }
+            Ok((served, self.stream.peer_addr()?))
+        }
+    }
+
+    /// Greets each connection with the server's address and echoes every line after it.
+    fn serve_echo(addr: SocketAddrV4) {
+        let listener = TcpListener::bind(addr).expect("bind echo server");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let _ = writeln!(stream, "{addr}");
+                    let Ok(reader) = stream.try_clone() else { return };
+                    for line in BufReader::new(reader).lines() {
+                        let Ok(line) = line else { return };
+                        if writeln!(stream, "{addr} {line}").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
     }
 
     fn tcp_exchange(target: SocketAddrV4) -> std::io::Result<(SocketAddr, SocketAddr)> {
@@ -439,13 +698,14 @@ mod helper {
         Ok((parse_served(&String::from_utf8_lossy(&buf[..len]))?, socket.peer_addr()?))
     }
 
-    /// Answers every connection with the server's own address, then closes it.
+    /// Answers every connection with the server's own address and the client's as it sees it,
+    /// then closes it.
     fn serve_tcp(addr: SocketAddrV4) {
         let listener = TcpListener::bind(addr).expect("bind TCP server");
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = writeln!(stream, "{addr}");
+            for (stream, client) in std::iter::from_fn(|| Some(listener.accept())).filter_map(Result::ok) {
+                let mut stream = stream;
+                let _ = writeln!(stream, "{addr} {client}");
             }
         });
     }

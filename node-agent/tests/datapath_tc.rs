@@ -15,7 +15,7 @@ mod packet;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use keelson_ebpf_common::{Counter, CtKey, PROG_TC_NAT};
+use keelson_ebpf_common::{AFFINITY_IPV4, AffinityKey, Counter, CtKey, PROG_TC_NAT};
 use node_agent::datapath::{Config, Datapath, Protocol, Service};
 use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN};
 
@@ -54,9 +54,9 @@ impl Nat {
         let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
         datapath
             .sync(&[
-                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: TCP_BACKENDS.to_vec() },
-                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: UDP_BACKENDS.to_vec() },
-                Service { vip: EMPTY_VIP, port: 80, proto: Protocol::Tcp, backends: Vec::new() },
+                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: TCP_BACKENDS.to_vec(), affinity: None },
+                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: UDP_BACKENDS.to_vec(), affinity: None },
+                Service { vip: EMPTY_VIP, port: 80, proto: Protocol::Tcp, backends: Vec::new(), affinity: None },
             ])
             .expect("program the services");
         Self { datapath }
@@ -175,7 +175,7 @@ fn a_flow_keeps_its_backend_while_the_backends_change() {
     backends.push(SocketAddrV4::new(Ipv4Addr::new(10, 244, 3, 9), 8080));
     backends.retain(|b| *b == first.dst || *b != TCP_BACKENDS[0]);
     nat.datapath
-        .upsert(&Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: backends.clone() })
+        .upsert(&Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: backends.clone(), affinity: None })
         .expect("change the backends");
     for _ in 0..10 {
         let ack = Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) };
@@ -187,6 +187,66 @@ fn a_flow_keeps_its_backend_while_the_backends_change() {
     nat.passes_unchanged(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) }.build(), "no service any more");
     let (reply, _) = nat.translated(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(first.dst, CLIENT) });
     assert_eq!(reply.src, web());
+}
+
+#[test]
+fn client_ip_affinity_sends_every_flow_of_a_client_to_one_backend() {
+    let mut nat = Nat::new();
+    let web_service = |backends: &[SocketAddrV4]| Service {
+        vip: VIP,
+        port: 80,
+        proto: Protocol::Tcp,
+        backends: backends.to_vec(),
+        affinity: Some(std::time::Duration::from_secs(3_600)),
+    };
+    nat.datapath.upsert(&web_service(&TCP_BACKENDS)).expect("affinity on");
+    let flow_from = |client: Ipv4Addr, port: u16| Frame::tcp(SocketAddrV4::new(client, port), web());
+
+    // Two flows (source ports) from one client, and 18 more: one backend.
+    let served: BTreeSet<SocketAddrV4> =
+        (0..20).map(|i| nat.translated(&flow_from(*CLIENT.ip(), 42_000 + i)).0.dst).collect();
+    assert_eq!(served.len(), 1, "every flow of the client reaches one backend: {served:?}");
+    let pinned = *served.first().expect("one");
+    assert_eq!(nat.counter(Counter::AffinityHit), 19);
+    assert_eq!(nat.datapath.conntrack().expect("read CT").len(), 20, "still one conntrack entry per flow");
+    let entries = nat.datapath.affinity().expect("read AFFINITY");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let (key, entry) = entries[0];
+    assert_eq!((key.kind, key.ipv4_client()), (AFFINITY_IPV4, Some(*CLIENT.ip())), "keyed by the source address");
+    assert_eq!(key, AffinityKey::ipv4(*CLIENT.ip(), key.service));
+    assert_eq!(entry.backend(), pinned);
+
+    // Other clients pick their own; some land on the backend in the last slot.
+    let web_slots = |nat: &mut Nat| {
+        let services = nat.datapath.services().expect("list");
+        services.into_iter().find(|s| s.port == 80 && s.vip == VIP).expect("the web service").backends
+    };
+    let slots = web_slots(&mut nat);
+    let tail = slots[2];
+    let clients: Vec<(Ipv4Addr, SocketAddrV4)> = (1..=40)
+        .map(|i| {
+            let client = Ipv4Addr::new(10, 244, 5, i);
+            (client, nat.translated(&flow_from(client, 40_000)).0.dst)
+        })
+        .collect();
+    let spread: BTreeSet<SocketAddrV4> = clients.iter().map(|(_, backend)| *backend).collect();
+    assert!(spread.len() > 1, "clients spread: {spread:?}");
+    let (on_tail, _) = *clients.iter().find(|(_, backend)| *backend == tail).expect("a client on the last slot");
+
+    // Removing the backend in slot 0 moves the last one into it: its clients follow it there,
+    // the removed one's clients move on.
+    nat.datapath.upsert(&web_service(&slots[1..])).expect("remove slot 0");
+    assert_eq!(web_slots(&mut nat)[0], tail, "the tail moved to slot 0");
+    assert_eq!(nat.translated(&flow_from(on_tail, 40_001)).0.dst, tail, "a client follows its moved backend");
+    let next = nat.translated(&flow_from(*CLIENT.ip(), 43_000)).0.dst;
+    if pinned == slots[0] {
+        assert!(slots[1..].contains(&next), "the removed backend's client moved on to {next}");
+    } else {
+        assert_eq!(next, pinned, "a kept backend keeps its clients");
+    }
+    // Established flows keep their backend (conntrack), affinity or not.
+    let ack = Frame { tcp_flags: TCP_ACK, ..flow_from(*CLIENT.ip(), 42_000) };
+    assert_eq!(nat.translated(&ack).0.dst, pinned);
 }
 
 #[test]
@@ -346,7 +406,13 @@ fn the_committed_object_translates_too() {
     static PREBUILT: &[u8] = aya::include_bytes_aligned!("../../ebpf/prebuilt/keelson.bpf.o");
     let mut datapath = Datapath::load_object(PREBUILT, &Config::default()).expect("load the committed object");
     datapath
-        .sync(&[Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: TCP_BACKENDS[..1].to_vec() }])
+        .sync(&[Service {
+            vip: VIP,
+            port: 80,
+            proto: Protocol::Tcp,
+            backends: TCP_BACKENDS[..1].to_vec(),
+            affinity: None,
+        }])
         .expect("program");
     let fd = datapath.program_fd(PROG_TC_NAT).expect("tc_nat is loaded");
     let (verdict, out) = packet::test_run(fd, &Frame::tcp(CLIENT, web()).build());
@@ -509,8 +575,8 @@ mod netns {
         let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
         datapath
             .sync(&[
-                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: vec![BACKEND] },
-                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: vec![BACKEND] },
+                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: vec![BACKEND], affinity: None },
+                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: vec![BACKEND], affinity: None },
             ])
             .expect("program the services");
         let (c1, b1) = (topo.link("c1"), topo.link("b1"));

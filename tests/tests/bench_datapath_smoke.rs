@@ -31,6 +31,19 @@ fn quick_run_measures_every_mode_and_leaves_the_host_alone() {
         }
     }
     assert!(stdout.contains("-- targets (eBPF at 1000 services) --"), "no target section:\n{stdout}");
+    // tc_nat ns/packet: a row per size, each figure a positive number.
+    let (_, packets) = stdout
+        .split_once("-- tc_nat per packet (BPF_PROG_TEST_RUN")
+        .unwrap_or_else(|| panic!("no tc_nat per packet table:\n{stdout}"));
+    for services in ["1", "1000", "10000"] {
+        let row = packets
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(services))
+            .unwrap_or_else(|| panic!("no {services}-service row in:\n{packets}"));
+        let figures: Vec<f64> = row.split_whitespace().skip(1).map(|n| n.parse().expect("ns per packet")).collect();
+        assert_eq!(figures.len(), 4, "{row}");
+        assert!(figures.iter().all(|ns| *ns > 0.0), "{row}");
+    }
     assert!(stdout.contains("host namespace untouched (no to-client/to-backend link on the host): yes"), "{stdout}");
     assert!(!stdout.contains("not built yet"), "a mode was skipped:\n{stdout}");
     let cgroups = std::fs::read_dir("/sys/fs/cgroup")

@@ -114,7 +114,13 @@ async fn client(cluster: &Cluster) -> kube::Client {
 }
 
 fn frontend(vip: Ipv4Addr, port: u16, proto: Protocol, backends: &[Ipv4Addr], target: u16) -> Service {
-    Service { vip, port, proto, backends: backends.iter().map(|ip| SocketAddrV4::new(*ip, target)).collect() }
+    Service {
+        vip,
+        port,
+        proto,
+        backends: backends.iter().map(|ip| SocketAddrV4::new(*ip, target)).collect(),
+        affinity: None,
+    }
 }
 
 fn endpoint(ip: Ipv4Addr, ready: bool) -> serde_json::Value {

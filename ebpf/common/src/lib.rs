@@ -50,8 +50,11 @@ pub const CT_REV: &str = "CT_REV";
 /// backend inside one of them is local (reachable through a pod veth here), which is what
 /// `xdp_nodeport` needs to know before it translates a packet itself.
 pub const LOCAL_CIDRS: &str = "LOCAL_CIDRS";
+/// LRU hash map [`AffinityKey`] → [`AffinityEntry`]: session affinity (`sessionAffinity:
+/// ClientIP`), the backend each client last reached through each service and when.
+pub const AFFINITY: &str = "AFFINITY";
 /// Every map the datapath owns (and pins, when asked).
-pub const MAPS: [&str; 7] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS];
+pub const MAPS: [&str; 8] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS, AFFINITY];
 
 pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
 pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
@@ -63,6 +66,12 @@ pub const CT_MAX_ENTRIES: u32 = 131_072;
 pub const CT_REV_MAX_ENTRIES: u32 = CT_MAX_ENTRIES;
 /// Pod CIDRs a node can have (one IPv4 `podCIDR` today; room for more).
 pub const LOCAL_CIDRS_MAX_ENTRIES: u32 = 4;
+/// One entry per (client, service with affinity) pair; LRU because clients go away silently.
+pub const AFFINITY_MAX_ENTRIES: u32 = 131_072;
+/// How many slots a program searches for a client's affinity backend that moved to another slot
+/// (the datapath moves the tail backend into the slot of a removed one); beyond that the client
+/// gets a fresh pick.
+pub const AFFINITY_SCAN_SLOTS: u32 = 64;
 
 /// `IPPROTO_TCP`, as in `bpf_sock_addr.protocol`.
 pub const IPPROTO_TCP: u8 = 6;
@@ -98,7 +107,8 @@ impl ServiceKey {
     }
 }
 
-/// What a service frontend leads to: the id that keys its backends and how many slots are live.
+/// What a service frontend leads to: the id that keys its backends, how many slots are live and
+/// its session affinity.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceValue {
@@ -106,6 +116,10 @@ pub struct ServiceValue {
     pub id: u32,
     /// Host order; backends live in slots `0..count`. Zero means "no endpoints": reject.
     pub count: u32,
+    /// Host order, seconds: session affinity `ClientIP` with this timeout (see [`AFFINITY`]);
+    /// zero means no affinity.
+    pub affinity_timeout: u32,
+    pub _pad: u32,
 }
 
 /// One backend slot of one service.
@@ -278,6 +292,63 @@ impl LocalCidr {
     }
 }
 
+/// Whose backend an [`AffinityKey`] remembers: [`AffinityKey::client`] is a network-namespace
+/// cookie (socket programs, which run before the source address is chosen).
+pub const AFFINITY_NETNS: u8 = 1;
+/// [`AffinityKey::client`] is a client's IPv4 source address (`tc_nat`).
+pub const AFFINITY_IPV4: u8 = 2;
+
+/// A client of one service with session affinity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AffinityKey {
+    /// Host order: a `bpf_get_netns_cookie` value ([`AFFINITY_NETNS`]), or an IPv4 address in
+    /// network order widened to 64 bits ([`AFFINITY_IPV4`]).
+    pub client: u64,
+    /// Host order: [`ServiceValue::id`].
+    pub service: u32,
+    /// [`AFFINITY_NETNS`] or [`AFFINITY_IPV4`], so that the two kinds of client never collide.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+
+impl AffinityKey {
+    /// The key of a client known by its IPv4 source address.
+    pub const fn ipv4(client: Ipv4Addr, service: u32) -> Self {
+        Self { client: u32::from_ne_bytes(client.octets()) as u64, service, kind: AFFINITY_IPV4, _pad: [0; 3] }
+    }
+
+    /// The client's address, for [`AFFINITY_IPV4`] keys.
+    pub const fn ipv4_client(&self) -> Option<Ipv4Addr> {
+        if self.kind != AFFINITY_IPV4 {
+            return None;
+        }
+        let [a, b, c, d] = (self.client as u32).to_ne_bytes();
+        Some(Ipv4Addr::new(a, b, c, d))
+    }
+}
+
+/// The backend a client was last sent to, the slot it had then, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityEntry {
+    /// Host order: `bpf_ktime_get_ns` at the last connection or flow that used it.
+    pub last_used: u64,
+    /// Network order: the backend address.
+    pub addr: u32,
+    /// Network order: the backend port.
+    pub port: u16,
+    /// Host order: the backend's slot when last used (a hint; the address is what counts).
+    pub slot: u16,
+}
+
+impl AffinityEntry {
+    pub const fn backend(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.addr.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.port))
+    }
+}
+
 /// Indices of the per-CPU [`COUNTERS`] array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -325,10 +396,15 @@ pub enum Counter {
     /// `xdp_nodeport`: a conntrack or reverse entry could not be written; the packet was still
     /// translated.
     XdpCtUpdateFailed = 18,
+    /// A connect, send or new `tc_nat` flow to a service with session affinity went to the
+    /// client's remembered backend.
+    AffinityHit = 19,
+    /// An [`AFFINITY`] entry could not be written; the client's next connection may pick anew.
+    AffinityUpdateFailed = 20,
 }
 
 impl Counter {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::Connect,
         Self::Sendmsg,
         Self::Recvmsg,
@@ -348,6 +424,8 @@ impl Counter {
         Self::XdpFragment,
         Self::XdpMalformed,
         Self::XdpCtUpdateFailed,
+        Self::AffinityHit,
+        Self::AffinityUpdateFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -371,6 +449,8 @@ impl Counter {
             Self::XdpFragment => "xdp_fragment",
             Self::XdpMalformed => "xdp_malformed",
             Self::XdpCtUpdateFailed => "xdp_ct_update_failed",
+            Self::AffinityHit => "affinity_hit",
+            Self::AffinityUpdateFailed => "affinity_update_failed",
         }
     }
 }
@@ -379,7 +459,7 @@ impl Counter {
 pub const COUNTERS_LEN: u32 = Counter::ALL.len() as u32;
 
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
 const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<SockRevNatKey>() == 16);
@@ -387,6 +467,8 @@ const _: () = assert!(core::mem::size_of::<ServiceAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<LocalCidr>() == 8);
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
+const _: () = assert!(core::mem::size_of::<AffinityEntry>() == 16);
 
 // SAFETY: each type is `repr(C)`, `Copy`, made of integers only, and its padding is an explicit
 // field, so every byte is initialised and any bit pattern is a valid value.
@@ -416,6 +498,12 @@ unsafe impl aya::Pod for CtEntry {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for LocalCidr {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AffinityKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AffinityEntry {}
 
 #[cfg(test)]
 mod tests {
@@ -459,7 +547,7 @@ mod tests {
             assert_eq!(*counter as u32, i as u32);
             assert!(Counter::ALL[..i].iter().all(|other| other.name() != counter.name()));
         }
-        assert_eq!(COUNTERS_LEN, 19);
+        assert_eq!(COUNTERS_LEN, 21);
     }
 
     #[test]
@@ -496,6 +584,25 @@ mod tests {
         assert_eq!(host.prefix_len, 32);
         assert!(host.contains(wire(Ipv4Addr::new(10, 244, 1, 2))));
         assert!(!host.contains(wire(Ipv4Addr::new(10, 244, 1, 3))));
+    }
+
+    #[test]
+    fn service_value_and_affinity_layout() {
+        let value = ServiceValue { id: 1, count: 2, affinity_timeout: 10_800, _pad: 0 };
+        let raw = bytes::<_, 16>(value);
+        assert_eq!(&raw[8..12], &10_800u32.to_ne_bytes());
+        let key = AffinityKey::ipv4(Ipv4Addr::new(10, 244, 0, 5), 7);
+        let raw = bytes::<_, 16>(key);
+        assert_eq!(&raw[..4], &[10, 244, 0, 5], "the address in wire order in the low half");
+        assert_eq!(&raw[4..8], &[0; 4]);
+        assert_eq!(&raw[8..12], &7u32.to_ne_bytes());
+        assert_eq!(&raw[12..], &[AFFINITY_IPV4, 0, 0, 0]);
+        assert_eq!(key.ipv4_client(), Some(Ipv4Addr::new(10, 244, 0, 5)));
+        let entry = AffinityEntry { last_used: 5, addr: 1, port: 2, slot: 3 };
+        let raw = bytes::<_, 16>(entry);
+        assert_eq!(&raw[..8], &5u64.to_ne_bytes());
+        assert_eq!(&raw[12..14], &2u16.to_ne_bytes());
+        assert_eq!(&raw[14..], &3u16.to_ne_bytes());
     }
 
     #[test]

@@ -6,7 +6,17 @@
 //! backends before the kernel routes anything, so local clients need no per-packet NAT; the
 //! chosen backend is remembered per socket in [`SOCK_REV_NAT`] so that `recvmsg4` and
 //! `getpeername4` can show the application the service address it asked for. Addresses that are
-//! not services are left alone. The maps are written only by `node-agent/src/datapath`.
+//! not services are left alone. The maps are written only by `node-agent/src/datapath`, except
+//! the LRU maps the programs keep themselves ([`SOCK_REV_NAT`], [`AFFINITY`], and `tc`'s
+//! conntrack).
+//!
+//! Session affinity (`sessionAffinity: ClientIP`): a service whose [`ServiceValue`] has an
+//! affinity timeout sends each client back to the backend it last reached, as long as that was
+//! within the timeout and the backend is still one of the service's; each use refreshes the time
+//! (kube-proxy's `recent` match behaves the same). The socket programs run before the kernel
+//! chooses a source address, so they know a client by its network namespace
+//! (`bpf_get_netns_cookie`, one pod = one namespace, as Cilium does); `tc_nat` knows it by its
+//! IPv4 source address. The two kinds of key never collide ([`AffinityKey::kind`]).
 //!
 //! Built for `bpfel-unknown-none` by `node-agent/build.rs` (aya-build) or `cargo xtask ebpf`.
 //! Host builds (`cargo clippy --workspace`, `cargo test --workspace` on stable) type-check the
@@ -19,14 +29,15 @@ mod tc;
 mod xdp;
 
 use aya_ebpf::EbpfContext as _;
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie};
+use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns};
 use aya_ebpf::macros::{cgroup_sock_addr, map};
 use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::SockAddrContext;
 use aya_log_ebpf::warn;
 use keelson_ebpf_common::{
-    BACKENDS_MAX_ENTRIES, Backend, BackendKey, COUNTERS_LEN, Counter, SERVICES_MAX_ENTRIES, SOCK_REV_NAT_MAX_ENTRIES,
-    ServiceAddr, ServiceKey, ServiceValue, SockRevNatKey,
+    AFFINITY_MAX_ENTRIES, AFFINITY_NETNS, AFFINITY_SCAN_SLOTS, AffinityEntry, AffinityKey, BACKENDS_MAX_ENTRIES,
+    Backend, BackendKey, COUNTERS_LEN, Counter, SERVICES_MAX_ENTRIES, SOCK_REV_NAT_MAX_ENTRIES, ServiceAddr,
+    ServiceKey, ServiceValue, SockRevNatKey,
 };
 
 /// Return value of a cgroup sock_addr program that lets the call proceed.
@@ -45,6 +56,11 @@ static SOCK_REV_NAT: LruHashMap<SockRevNatKey, ServiceAddr> = LruHashMap::with_m
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+#[map]
+static AFFINITY: LruHashMap<AffinityKey, AffinityEntry> = LruHashMap::with_max_entries(AFFINITY_MAX_ENTRIES, 0);
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// The socket's peer is not a backend it was sent to by `try_translate`: nothing to restore.
 struct NotTranslated;
@@ -101,7 +117,13 @@ fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> 
     let Some(&service) = (unsafe { SERVICES.get(key) }) else {
         return Ok(());
     };
-    let Some(backend) = pick_backend(service) else {
+    let client = if service.affinity_timeout == 0 {
+        None
+    } else {
+        // SAFETY: the context is a socket address context, for which the helper is defined.
+        Some((unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }, AFFINITY_NETNS))
+    };
+    let Some(backend) = select_backend(service, client) else {
         bump(Counter::NoBackend);
         return Err(Reject::NoBackend);
     };
@@ -121,18 +143,89 @@ fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> 
     Ok(())
 }
 
-/// One of the service's backends, at random; `None` when it has none.
+/// The backend for a new connection or flow of `client` (an [`AffinityKey`]'s `client` and
+/// `kind`, given when the service has session affinity): the client's remembered backend while
+/// it is fresh and still the service's, else one at random, which is then remembered. `None`
+/// when the service has no backend.
 #[inline(always)]
-fn pick_backend(ServiceValue { id, count }: ServiceValue) -> Option<Backend> {
+pub(crate) fn select_backend(service: ServiceValue, client: Option<(u64, u8)>) -> Option<Backend> {
+    let Some((client, kind)) = client.filter(|_| service.affinity_timeout != 0) else {
+        return pick_backend(service).map(|(backend, _)| backend);
+    };
+    if service.count == 0 {
+        return None;
+    }
+    let key = AffinityKey { client, service: service.id, kind, _pad: [0; 3] };
+    // SAFETY: `bpf_ktime_get_ns` has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: copied out at once; a concurrent update can only make the value stale.
+    if let Some(&entry) = unsafe { AFFINITY.get(key) } {
+        // Another CPU may have stored a later time than `now`: that is fresh too.
+        let fresh = now.saturating_sub(entry.last_used) <= u64::from(service.affinity_timeout) * NANOS_PER_SECOND;
+        if fresh && let Some((backend, slot)) = find_backend(service, &entry) {
+            remember(&key, backend, slot, now);
+            bump(Counter::AffinityHit);
+            return Some(backend);
+        }
+    }
+    let (backend, slot) = pick_backend(service)?;
+    remember(&key, backend, slot, now);
+    Some(backend)
+}
+
+/// Stores (or refreshes) a client's backend.
+#[inline(always)]
+fn remember(key: &AffinityKey, backend: Backend, slot: u32, now: u64) {
+    // The slot is only a hint for the next lookup (a truncated one just misses).
+    let entry = AffinityEntry { last_used: now, addr: backend.addr, port: backend.port, slot: slot as u16 };
+    if AFFINITY.insert(key, entry, 0).is_err() {
+        bump(Counter::AffinityUpdateFailed);
+    }
+}
+
+/// The remembered backend of an affinity entry and its current slot, if it is still one of the
+/// service's backends: at its remembered slot, else (it moved when another backend was removed)
+/// in the first [`AFFINITY_SCAN_SLOTS`] slots.
+#[inline(always)]
+fn find_backend(ServiceValue { id, count, .. }: ServiceValue, entry: &AffinityEntry) -> Option<(Backend, u32)> {
+    let is_it = |slot: u32| {
+        // SAFETY: copied out at once.
+        unsafe { BACKENDS.get(BackendKey { service: id, slot }) }
+            .copied()
+            .filter(|backend| backend.addr == entry.addr && backend.port == entry.port)
+            .map(|backend| (backend, slot))
+    };
+    let hint = u32::from(entry.slot);
+    if hint < count
+        && let Some(found) = is_it(hint)
+    {
+        return Some(found);
+    }
+    for slot in 0..AFFINITY_SCAN_SLOTS {
+        if slot >= count {
+            break;
+        }
+        if let Some(found) = is_it(slot) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// One of the service's backends, at random, and its slot; `None` when it has none.
+#[inline(always)]
+fn pick_backend(ServiceValue { id, count, .. }: ServiceValue) -> Option<(Backend, u32)> {
     // SAFETY: `bpf_get_prandom_u32` has no preconditions.
     let slot = (unsafe { bpf_get_prandom_u32() }).checked_rem(count)?;
     // A slot at or above the count is being dropped by the datapath (it shrinks the count before
     // deleting the tail); slot 0 stays valid while the count is not zero.
     // SAFETY: copied out at once; a concurrent update can only make the value stale.
     unsafe {
-        BACKENDS.get(BackendKey { service: id, slot }).or_else(|| BACKENDS.get(BackendKey { service: id, slot: 0 }))
+        match BACKENDS.get(BackendKey { service: id, slot }) {
+            Some(&backend) => Some((backend, slot)),
+            None => BACKENDS.get(BackendKey { service: id, slot: 0 }).map(|&backend| (backend, 0)),
+        }
     }
-    .copied()
 }
 
 /// Backend → service address, for a socket that `try_translate` sent to that backend.

@@ -7,10 +7,11 @@ use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_NOEXIST};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::LruHashMap;
 use keelson_ebpf_common::{
-    CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP, ServiceAddr, ServiceValue,
+    AFFINITY_IPV4, CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP, ServiceAddr,
+    ServiceValue,
 };
 
-use crate::{bump, pick_backend};
+use crate::{bump, select_backend};
 
 #[map]
 pub(crate) static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_ENTRIES, 0);
@@ -158,8 +159,9 @@ pub(crate) fn parse(ctx: &impl PacketRead) -> Result<Packet, Skip> {
     Ok(Packet { ip, l4, sport, dport, csum_off: l4 + csum_off, csum_flags })
 }
 
-/// The conntrack entry of a packet to a service: the flow's own, or a new one with a random
-/// backend (written to [`CT`] and [`CT_REV`]). `accept` says whether this program may send the
+/// The conntrack entry of a packet to a service: the flow's own, or a new one with a backend
+/// from `select_backend` (the client's remembered one under session affinity, else at random;
+/// written to [`CT`] and [`CT_REV`]). `accept` says whether this program may send the
 /// flow to that backend; when it may not, nothing is written and the packet is
 /// [`Skip::NotLocal`]. `ct_failed` counts entries that could not be written.
 #[inline(always)]
@@ -178,7 +180,8 @@ pub(crate) fn forward_entry(
     let entry = match unsafe { CT.get(key) } {
         Some(&entry) => entry,
         None => {
-            let backend = pick_backend(service).ok_or(Skip::NoBackend)?;
+            // With session affinity, a client is known by its source address here.
+            let backend = select_backend(service, Some((u64::from(ip.saddr), AFFINITY_IPV4))).ok_or(Skip::NoBackend)?;
             let fresh =
                 CtEntry { backend: backend.addr, vip: ip.daddr, backend_port: backend.port, vip_port: packet.dport };
             if !accept(&fresh) {

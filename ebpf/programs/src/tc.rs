@@ -5,7 +5,8 @@
 //!
 //! - **Forward (DNAT).** An IPv4 TCP or UDP packet whose destination (address, port, protocol) is
 //!   a frontend in [`SERVICES`] goes to a backend: the one its flow already uses (from [`CT`],
-//!   keyed by the 5-tuple as the client sent it), else one picked at random as `connect4` does.
+//!   keyed by the 5-tuple as the client sent it), else one picked as `connect4` does: at random,
+//!   or for a service with session affinity the one this client (by source address) last used.
 //!   A new flow records its backend in [`CT`] and, in [`CT_REV`], the service its replies must
 //!   appear to come from. A service without backends drops the packet (`TC_ACT_SHOT`).
 //! - **Reverse (SNAT of replies).** A packet that is no service's but matches [`CT_REV`] (the
@@ -22,8 +23,16 @@
 //! counted), and packets too short for their headers or with a bad IPv4 header (counted). Packet
 //! bytes are read with `bpf_skb_load_bytes`, which checks bounds itself and also works on
 //! non-linear buffers. Parsing and the conntrack maps are shared with `xdp_nodeport`
-//! ([`crate::nat`]). Not handled yet: hairpin (a pod reaching itself through its service needs
-//! SNAT as well) and ICMP errors about translated flows.
+//! ([`crate::nat`]).
+//!
+//! Not handled: ICMP errors about translated flows, and hairpin. A pod whose packet to its own
+//! service is translated here to its own address gets it back through its veth with its own
+//! address as the source: its kernel drops such a packet (a "martian" with a local source), and
+//! even if it took it, the reply would go over its loopback without passing `tc_nat`, so the
+//! client would see the pod's address instead of the VIP. Making that work needs SNAT of hairpin
+//! flows to an address of the node (kube-proxy masquerades them), which `tc_nat` does not do.
+//! Pods on a Keelson node reach their services through the socket programs, which rewrite the
+//! destination before routing, so hairpin works there without any NAT.
 
 use aya_ebpf::bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::classifier;

@@ -19,6 +19,11 @@
 //! single services, each with only the map writes the change needs ([`sync`]). With
 //! [`Config::pin_dir`] the maps are pinned on bpffs, so a restarted agent finds them, reads back
 //! what they hold and carries on from there.
+//! A [`Service`] with [`Service::affinity`] (session affinity `ClientIP`) sends each client back
+//! to its last backend within the timeout; the programs keep that in the `AFFINITY` LRU map,
+//! keyed by network namespace in the socket programs and by source address in `tc_nat`
+//! ([`Datapath::affinity`] reads it). [`test_run`] runs a loaded program on a buffer
+//! (`BPF_PROG_TEST_RUN`), for tests and the benchmark's ns/packet figures.
 //!
 //! The object comes from `node-agent/build.rs`: freshly built when the eBPF toolchain is
 //! installed, else the committed `ebpf/prebuilt/keelson.bpf.o` ([`OBJECT_ORIGIN`]).
@@ -28,6 +33,7 @@ pub mod cgroup;
 mod service;
 mod sync;
 mod tc;
+mod test_run;
 mod xdp;
 
 use std::fs::File;
@@ -39,12 +45,13 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId};
 use aya::{Ebpf, EbpfLoader};
 use keelson_ebpf_common::{
-    BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey, LOCAL_CIDRS, LocalCidr, MAPS,
-    SERVICES, SOCKET_PROGRAMS, ServiceAddr, ServiceKey, ServiceValue,
+    AFFINITY, AffinityEntry, AffinityKey, BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey,
+    LOCAL_CIDRS, LocalCidr, MAPS, SERVICES, SOCKET_PROGRAMS, ServiceAddr, ServiceKey, ServiceValue,
 };
 
 pub use service::{Protocol, Service, SyncStats};
 use sync::{LbMaps, Programmed};
+pub use test_run::{TestRun, test_run};
 pub use xdp::{Cidr, CidrParseError};
 
 /// Whether the embedded object was `"built"` from `ebpf/programs` by this build or is the
@@ -174,6 +181,12 @@ pub enum Error {
     Logger(#[source] aya_log::Error),
     #[error("no datapath pinned at {}; is `node-agent proxy` running?", dir.display())]
     NotPinned { dir: PathBuf },
+    #[error("BPF_PROG_TEST_RUN on {len} bytes")]
+    TestRun {
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -198,6 +211,7 @@ pub struct Datapath {
     conntrack: HashMap<MapData, CtKey, CtEntry>,
     rev_nat: HashMap<MapData, CtKey, ServiceAddr>,
     local_cidrs: Array<MapData, LocalCidr>,
+    affinity: HashMap<MapData, AffinityKey, AffinityEntry>,
     /// What the maps hold; `None` after a failed write, until read back from the maps.
     programmed: Option<Programmed>,
     attached: Vec<Attachment>,
@@ -249,6 +263,8 @@ impl Datapath {
             HashMap::try_from(take_map(&mut ebpf, CT_REV)?).map_err(|source| Error::OpenMap { map: CT_REV, source })?;
         let local_cidrs = Array::try_from(take_map(&mut ebpf, LOCAL_CIDRS)?)
             .map_err(|source| Error::OpenMap { map: LOCAL_CIDRS, source })?;
+        let affinity = HashMap::try_from(take_map(&mut ebpf, AFFINITY)?)
+            .map_err(|source| Error::OpenMap { map: AFFINITY, source })?;
         let programmed = Programmed::read(&mut maps)?;
         Ok(Self {
             ebpf,
@@ -257,6 +273,7 @@ impl Datapath {
             conntrack,
             rev_nat,
             local_cidrs,
+            affinity,
             programmed: Some(programmed),
             attached: Vec::new(),
             tc_attached: Vec::new(),
@@ -355,6 +372,12 @@ impl Datapath {
         self.rev_nat.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: CT_REV, source })
     }
 
+    /// The session affinity entries: each client (network namespace or IPv4 address) of each
+    /// service with affinity, and the backend it was last sent to.
+    pub fn affinity(&self) -> Result<Vec<(AffinityKey, AffinityEntry)>, Error> {
+        self.affinity.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: AFFINITY, source })
+    }
+
     /// The file descriptor of a loaded program (one of `keelson_ebpf_common`'s `PROG_*` names),
     /// e.g. to run it on a crafted packet with `BPF_PROG_TEST_RUN`. It lives as long as `self`.
     pub fn program_fd(&self, prog: &'static str) -> Result<BorrowedFd<'_>, Error> {
@@ -429,7 +452,8 @@ impl PinnedMaps {
                     Err(source) => return Err(Error::MapRead { map: BACKENDS, source }),
                 }
             }
-            table.push((value.id, Service { vip: key.vip(), port: key.port(), proto, backends }));
+            let affinity = Service::affinity_from_timeout(value.affinity_timeout);
+            table.push((value.id, Service { vip: key.vip(), port: key.port(), proto, backends, affinity }));
         }
         table.sort_by_key(|(_, s)| (s.vip, s.port, s.proto));
         Ok(table)

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
 use keelson_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey};
 
@@ -47,12 +48,29 @@ pub struct Service {
     pub port: u16,
     pub proto: Protocol,
     pub backends: Vec<SocketAddrV4>,
+    /// Session affinity `ClientIP`: a client that comes back within this time of its last
+    /// connection (or `tc_nat` flow) reaches the same backend, while that is still a backend.
+    /// Whole seconds, rounded up, 1 s at least; `None`: every connection picks anew.
+    pub affinity: Option<Duration>,
 }
 
 impl Service {
     /// The frontend as the programs see it.
     pub const fn key(&self) -> ServiceKey {
         ServiceKey::new(self.vip, self.port, self.proto.ipproto())
+    }
+
+    /// [`Self::affinity`] as the programs see it: seconds, 0 for none.
+    pub fn affinity_timeout(&self) -> u32 {
+        self.affinity.map_or(0, |timeout| {
+            let seconds = timeout.as_secs().saturating_add(u64::from(timeout.subsec_nanos() > 0));
+            u32::try_from(seconds).unwrap_or(u32::MAX).max(1)
+        })
+    }
+
+    /// The [`Self::affinity`] of an `affinity_timeout` read back from the maps.
+    pub fn affinity_from_timeout(seconds: u32) -> Option<Duration> {
+        (seconds != 0).then(|| Duration::from_secs(u64::from(seconds)))
     }
 }
 
@@ -77,5 +95,33 @@ impl std::ops::AddAssign for SyncStats {
         self.services_updated += other.services_updated;
         self.services_removed += other.services_removed;
         self.map_writes += other.map_writes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_timeouts_are_whole_seconds() {
+        let mut service = Service {
+            vip: Ipv4Addr::new(10, 96, 0, 1),
+            port: 80,
+            proto: Protocol::Tcp,
+            backends: Vec::new(),
+            affinity: None,
+        };
+        assert_eq!(service.affinity_timeout(), 0);
+        for (timeout, seconds) in [
+            (Duration::from_secs(10_800), 10_800),
+            (Duration::from_millis(1_500), 2),
+            (Duration::ZERO, 1),
+            (Duration::from_secs(u64::MAX), u32::MAX),
+        ] {
+            service.affinity = Some(timeout);
+            assert_eq!(service.affinity_timeout(), seconds, "{timeout:?}");
+        }
+        assert_eq!(Service::affinity_from_timeout(0), None);
+        assert_eq!(Service::affinity_from_timeout(30), Some(Duration::from_secs(30)));
     }
 }

@@ -29,11 +29,20 @@ pub(crate) trait LbMaps {
     fn backend(&self, key: &BackendKey) -> Result<Option<Backend>, Error>;
 }
 
-/// The backends of one programmed service, by slot.
+/// The backends of one programmed service, by slot, and its affinity timeout.
 #[derive(Debug, Clone)]
 struct Slots {
     id: u32,
     backends: Vec<Backend>,
+    /// [`ServiceValue::affinity_timeout`].
+    affinity: u32,
+}
+
+impl Slots {
+    /// The service's map value.
+    fn value(&self) -> Result<ServiceValue, Error> {
+        Ok(ServiceValue { id: self.id, count: count(&self.backends)?, affinity_timeout: self.affinity, _pad: 0 })
+    }
 }
 
 /// What the maps hold, as far as this process knows; rebuilt with [`Programmed::read`] after a
@@ -64,7 +73,7 @@ impl Programmed {
                 continue;
             }
             programmed.ids.used.insert(value.id);
-            programmed.services.insert(key, Slots { id: value.id, backends });
+            programmed.services.insert(key, Slots { id: value.id, backends, affinity: value.affinity_timeout });
         }
         for key in maps.backend_keys()? {
             let owned =
@@ -88,6 +97,7 @@ impl Programmed {
                     port: key.port(),
                     proto: Protocol::from_ipproto(key.proto)?,
                     backends: slots.backends.iter().map(Backend::socket_addr).collect(),
+                    affinity: Service::affinity_from_timeout(slots.affinity),
                 })
             })
             .collect();
@@ -97,9 +107,10 @@ impl Programmed {
 
     /// Makes the maps hold exactly `desired`.
     pub(crate) fn sync(&mut self, maps: &mut impl LbMaps, desired: &[Service]) -> Result<SyncStats, Error> {
-        let mut wanted: HashMap<ServiceKey, Vec<Backend>> = HashMap::with_capacity(desired.len());
+        let mut wanted: HashMap<ServiceKey, (Vec<Backend>, u32)> = HashMap::with_capacity(desired.len());
         for service in desired {
-            if wanted.insert(service.key(), dedup(&service.backends)).is_some() {
+            let want = (dedup(&service.backends), service.affinity_timeout());
+            if wanted.insert(service.key(), want).is_some() {
                 return Err(Error::DuplicateService { service: service.to_string() });
             }
         }
@@ -108,15 +119,15 @@ impl Programmed {
         for key in stale {
             stats += self.remove(maps, &key)?;
         }
-        for (key, backends) in wanted {
-            stats += self.put(maps, key, backends)?;
+        for (key, (backends, affinity)) in wanted {
+            stats += self.put(maps, key, backends, affinity)?;
         }
         Ok(stats)
     }
 
     /// Adds or changes one service.
     pub(crate) fn upsert(&mut self, maps: &mut impl LbMaps, service: &Service) -> Result<SyncStats, Error> {
-        self.put(maps, service.key(), dedup(&service.backends))
+        self.put(maps, service.key(), dedup(&service.backends), service.affinity_timeout())
     }
 
     /// Removes one service; nothing happens if it is not programmed.
@@ -137,22 +148,33 @@ impl Programmed {
         Ok(stats)
     }
 
-    fn put(&mut self, maps: &mut impl LbMaps, key: ServiceKey, want: Vec<Backend>) -> Result<SyncStats, Error> {
+    fn put(
+        &mut self,
+        maps: &mut impl LbMaps,
+        key: ServiceKey,
+        want: Vec<Backend>,
+        affinity: u32,
+    ) -> Result<SyncStats, Error> {
         let mut stats = SyncStats::default();
         let mut maps = Counting::new(maps);
         match self.services.get_mut(&key) {
             None => {
                 let id = self.ids.alloc()?;
-                let count = count(&want)?;
                 for (slot, backend) in (0..).zip(&want) {
                     maps.set_backend(&BackendKey { service: id, slot }, backend)?;
                 }
-                maps.set_service(&key, &ServiceValue { id, count })?;
-                self.services.insert(key, Slots { id, backends: want });
+                let slots = Slots { id, backends: want, affinity };
+                maps.set_service(&key, &slots.value()?)?;
+                self.services.insert(key, slots);
                 stats.services_added = 1;
             }
             Some(slots) => {
-                update_slots(&mut maps, &key, slots, &want)?;
+                let affinity_changed = slots.affinity != affinity;
+                slots.affinity = affinity;
+                let published = update_slots(&mut maps, &key, slots, &want)?;
+                if affinity_changed && !published {
+                    maps.set_service(&key, &slots.value()?)?;
+                }
                 if maps.writes > 0 {
                     stats.services_updated = 1;
                 }
@@ -164,7 +186,8 @@ impl Programmed {
 }
 
 /// Turns `slots` into a dense slot array holding exactly `want`, in O(changed backends) writes.
-fn update_slots(maps: &mut impl LbMaps, key: &ServiceKey, slots: &mut Slots, want: &[Backend]) -> Result<(), Error> {
+/// Returns whether it wrote the service's value (with the count and `slots.affinity`).
+fn update_slots(maps: &mut impl LbMaps, key: &ServiceKey, slots: &mut Slots, want: &[Backend]) -> Result<bool, Error> {
     let wanted: HashSet<Backend> = want.iter().copied().collect();
     let current: HashSet<Backend> = slots.backends.iter().copied().collect();
     let mut arrivals = want.iter().filter(|backend| !current.contains(backend));
@@ -190,11 +213,11 @@ fn update_slots(maps: &mut impl LbMaps, key: &ServiceKey, slots: &mut Slots, wan
         appended = true;
     }
     if appended {
-        maps.set_service(key, &ServiceValue { id: slots.id, count: count(&slots.backends)? })?;
-        return Ok(());
+        maps.set_service(key, &slots.value()?)?;
+        return Ok(true);
     }
     if holes.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // More departures than arrivals: move kept backends from the tail into the holes below the
     // new length, publish the shorter count, then delete the tail.
@@ -208,11 +231,11 @@ fn update_slots(maps: &mut impl LbMaps, key: &ServiceKey, slots: &mut Slots, wan
         slots.backends[hole] = backend;
     }
     slots.backends.truncate(new_len);
-    maps.set_service(key, &ServiceValue { id: slots.id, count: count(&slots.backends)? })?;
+    maps.set_service(key, &slots.value()?)?;
     for slot in new_len..old_len {
         maps.remove_backend(&BackendKey { service: slots.id, slot: slot as u32 })?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn count(backends: &[Backend]) -> Result<u32, Error> {
@@ -395,6 +418,7 @@ mod tests {
             port: 80,
             proto,
             backends: backends.iter().map(|b| backend(*b, 8080)).collect(),
+            affinity: None,
         }
     }
 
@@ -491,7 +515,7 @@ mod tests {
         // Leftovers of an interrupted update: an orphan backend and a service missing a slot.
         maps.backends.insert(BackendKey { service: 77, slot: 0 }, Backend::new(backend(9, 1)));
         let broken = service(3, Protocol::Tcp, &[]).key();
-        maps.services.insert(broken, ServiceValue { id: 5, count: 2 });
+        maps.services.insert(broken, ServiceValue { id: 5, count: 2, affinity_timeout: 0, _pad: 0 });
         maps.backends.insert(BackendKey { service: 5, slot: 0 }, Backend::new(backend(8, 1)));
 
         let mut programmed = Programmed::read(&mut maps).expect("read");
@@ -501,6 +525,39 @@ mod tests {
         assert_eq!(stats.services_added, 1);
         let ids: BTreeSet<u32> = maps.services.values().map(|v| v.id).collect();
         assert_eq!(ids.len(), 3, "a fresh id that does not collide with restored ones");
+    }
+
+    #[test]
+    fn an_affinity_change_is_an_update_written_with_the_service_value() {
+        use std::time::Duration;
+        let mut maps = FakeMaps::default();
+        let mut programmed = Programmed::default();
+        let mut web = service(1, Protocol::Tcp, &[1, 2, 3]);
+        web.affinity = Some(Duration::from_secs(10_800));
+        let stats = programmed.sync(&mut maps, std::slice::from_ref(&web)).expect("sync");
+        assert_eq!((stats.services_added, stats.map_writes), (1, 4));
+        let value = |maps: &FakeMaps| *maps.services.values().next().expect("one service");
+        assert_eq!(value(&maps).affinity_timeout, 10_800);
+
+        // Only the timeout changes: one write of the value, counted as an update.
+        web.affinity = Some(Duration::from_secs(2));
+        let stats = programmed.upsert(&mut maps, &web).expect("new timeout");
+        assert_eq!(stats, SyncStats { services_updated: 1, map_writes: 1, ..SyncStats::default() });
+        assert_eq!(value(&maps).affinity_timeout, 2);
+        assert_eq!(programmed.sync(&mut maps, std::slice::from_ref(&web)).expect("again"), SyncStats::default());
+
+        // Timeout off and a backend added: the count's write carries the timeout too.
+        web.affinity = None;
+        web.backends.push(backend(4, 8080));
+        let stats = programmed.upsert(&mut maps, &web).expect("off and one more");
+        assert_eq!((stats.services_updated, stats.map_writes), (1, 2));
+        assert_eq!((value(&maps).affinity_timeout, value(&maps).count), (0, 4));
+
+        // Read back after a restart.
+        web.affinity = Some(Duration::from_secs(60));
+        programmed.upsert(&mut maps, &web).expect("on again");
+        let restored = Programmed::read(&mut maps).expect("read");
+        assert_eq!(restored.table()[0].affinity, Some(Duration::from_secs(60)));
     }
 
     /// Random tables, each synced over the last: the maps always equal the table and keep

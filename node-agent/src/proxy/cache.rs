@@ -224,6 +224,7 @@ mod tests {
             port,
             proto,
             backends: backends.iter().map(|b| b.parse().expect("backend")).collect(),
+            affinity: None,
         }
     }
 
@@ -318,6 +319,32 @@ mod tests {
         web.spec.as_mut().expect("spec").type_ = Some("ClusterIP".into());
         cache.apply_service(web);
         assert_eq!(cache.changes(), vec![remove("192.168.77.1", 30080, Protocol::Tcp)]);
+    }
+
+    #[test]
+    fn turning_session_affinity_on_upserts_every_frontend_of_the_service() {
+        let mut cache = Cache::default();
+        cache.replace_services([kube_service("web", "10.96.0.20", WEB_PORTS)]);
+        cache.replace_slices([slice("web-1", "web", WEB_SLICE_PORTS, vec![ready("10.244.1.1")])]);
+        let _ = cache.table();
+        let mut sticky = kube_service("web", "10.96.0.20", WEB_PORTS);
+        sticky.spec.as_mut().expect("spec").session_affinity = Some("ClientIP".into());
+        cache.apply_service(sticky);
+        let hours = Some(std::time::Duration::from_secs(10_800));
+        let with_affinity = |mut change: Change| {
+            if let Change::Upsert(service) = &mut change {
+                service.affinity = hours;
+            }
+            change
+        };
+        assert_eq!(
+            cache.changes(),
+            vec![
+                with_affinity(upsert("10.96.0.20", 53, Protocol::Udp, &["10.244.1.1:5353"])),
+                with_affinity(upsert("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.1:8080"])),
+            ]
+        );
+        assert_eq!(cache.changes(), vec![]);
     }
 
     #[test]

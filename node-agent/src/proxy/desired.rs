@@ -27,13 +27,18 @@
 //!   The datapath does not SNAT, so the backend sees the client's address under either policy.
 //!   Without a node name the policy is not applied (`Cluster`: every usable endpoint);
 //! - backends are deduplicated and sorted by address and port, so the same objects always give
-//!   the same table.
+//!   the same table;
+//! - `sessionAffinity: ClientIP` gives every frontend of the Service affinity with
+//!   `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10 800 s, three hours; a value the
+//!   API server would have refused, not in 1..=86 400, counts as the default); `None` or no
+//!   value, no affinity.
 //!
 //! Connections already open to an endpoint that stops being a backend are not touched (the socket
 //! programs act on connect only): they drain.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Service as KubeService, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -97,6 +102,27 @@ pub fn slice_service_name(slice: &EndpointSlice) -> Option<&str> {
     slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).map(String::as_str).filter(|name| !name.is_empty())
 }
 
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`: three hours.
+pub const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10_800);
+/// The largest timeout the API server accepts: one day.
+const MAX_AFFINITY_TIMEOUT_SECONDS: i32 = 86_400;
+
+/// The session affinity timeout of a Service with `sessionAffinity: ClientIP`; `None` without
+/// affinity.
+pub fn session_affinity(service: &KubeService) -> Option<Duration> {
+    let spec = service.spec.as_ref()?;
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return None;
+    }
+    let seconds = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|config| config.client_ip.as_ref())
+        .and_then(|client_ip| client_ip.timeout_seconds)
+        .filter(|seconds| (1..=MAX_AFFINITY_TIMEOUT_SECONDS).contains(seconds));
+    Some(seconds.map_or(DEFAULT_AFFINITY_TIMEOUT, |seconds| Duration::from_secs(seconds.unsigned_abs().into())))
+}
+
 /// The IPv4 ClusterIP of a Service that gets frontends; `None` for headless, `ExternalName`,
 /// IPv6-only and other-proxy Services.
 pub fn cluster_ip(service: &KubeService) -> Option<Ipv4Addr> {
@@ -143,6 +169,7 @@ pub fn service_frontends_on<'a>(
     let internal_local = local(spec.and_then(|spec| spec.internal_traffic_policy.as_deref()));
     let external_local = local(spec.and_then(|spec| spec.external_traffic_policy.as_deref()));
     let has_node_ports = matches!(spec.and_then(|spec| spec.type_.as_deref()), Some("NodePort" | "LoadBalancer"));
+    let affinity = session_affinity(service);
     let own: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|slice| {
@@ -164,12 +191,13 @@ pub fn service_frontends_on<'a>(
             port: port_number,
             proto,
             backends: backends(port, proto, &own, internal_local),
+            affinity,
         });
         let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0 && has_node_ports);
         if let Some(node_port) = node_port {
             let external = backends(port, proto, &own, external_local);
             for &address in node.addresses {
-                frontends.push(Service { vip: address, port: node_port, proto, backends: external.clone() });
+                frontends.push(Service { vip: address, port: node_port, proto, backends: external.clone(), affinity });
             }
         }
     }
@@ -271,7 +299,7 @@ fn state(endpoint: &Endpoint) -> EndpointState {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use k8s_openapi::api::core::v1::ServiceSpec;
+    use k8s_openapi::api::core::v1::{ClientIPConfig, ServiceSpec, SessionAffinityConfig};
     use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort};
     use kube::api::ObjectMeta;
 
@@ -352,7 +380,52 @@ pub(crate) mod tests {
     }
 
     fn frontend(vip: &str, port: u16, proto: Protocol, backends: &[&str]) -> Service {
-        Service { vip: vip.parse().expect("vip"), port, proto, backends: backends.iter().map(|b| addr(b)).collect() }
+        Service {
+            vip: vip.parse().expect("vip"),
+            port,
+            proto,
+            backends: backends.iter().map(|b| addr(b)).collect(),
+            affinity: None,
+        }
+    }
+
+    fn with_affinity(affinity: Option<&str>, timeout: Option<i32>) -> KubeService {
+        let mut svc = kube_service("web", "10.96.0.20", &[("http", 80, "TCP"), ("dns", 53, "UDP")]);
+        let spec = svc.spec.as_mut().expect("spec");
+        spec.session_affinity = affinity.map(Into::into);
+        spec.session_affinity_config = timeout.map(|seconds| SessionAffinityConfig {
+            client_ip: Some(ClientIPConfig { timeout_seconds: Some(seconds) }),
+        });
+        svc
+    }
+
+    #[test]
+    fn client_ip_session_affinity_sets_every_frontends_timeout() {
+        let slices = [slice(
+            "web-1",
+            "web",
+            &[("http", 8080, "TCP"), ("dns", 5353, "UDP")],
+            vec![ready("10.244.1.5"), ready("10.244.2.7")],
+        )];
+        let timeouts = |svc: &KubeService| -> Vec<Option<Duration>> {
+            service_frontends(svc, &slices).into_iter().map(|frontend| frontend.affinity).collect()
+        };
+        let three_hours = Some(Duration::from_secs(10_800));
+        assert_eq!(timeouts(&with_affinity(Some("ClientIP"), Some(60))), [Some(Duration::from_secs(60)); 2]);
+        assert_eq!(timeouts(&with_affinity(Some("ClientIP"), None)), [three_hours; 2], "default: three hours");
+        assert_eq!(timeouts(&with_affinity(Some("ClientIP"), Some(86_400))), [Some(Duration::from_secs(86_400)); 2]);
+        for invalid in [0, -5, 86_401] {
+            assert_eq!(timeouts(&with_affinity(Some("ClientIP"), Some(invalid))), [three_hours; 2], "{invalid}");
+        }
+        assert_eq!(timeouts(&with_affinity(Some("None"), Some(60))), [None; 2], "None: no affinity");
+        assert_eq!(timeouts(&with_affinity(None, Some(60))), [None; 2], "unset: no affinity");
+
+        // The rest of the frontend is as without affinity, and the table carries it too.
+        let svc = with_affinity(Some("ClientIP"), Some(30));
+        let mut expected = frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.5:8080", "10.244.2.7:8080"]);
+        expected.affinity = Some(Duration::from_secs(30));
+        assert_eq!(service_frontends(&svc, &slices)[1], expected);
+        assert_eq!(desired_table([&svc], &slices, ThisNode::default())[1], expected);
     }
 
     #[test]

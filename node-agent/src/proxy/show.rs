@@ -57,6 +57,7 @@ mod tests {
                     port: 53,
                     proto: Protocol::Udp,
                     backends: vec!["10.244.1.5:5353".parse().expect("addr"), "10.244.2.7:5353".parse().expect("addr")],
+                    affinity: None,
                 },
             ),
             (
@@ -66,6 +67,7 @@ mod tests {
                     port: 8080,
                     proto: Protocol::Tcp,
                     backends: vec![],
+                    affinity: None,
                 },
             ),
         ];

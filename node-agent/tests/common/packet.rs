@@ -1,11 +1,11 @@
-//! Crafting and checking Ethernet/IPv4/TCP-UDP frames for `BPF_PROG_TEST_RUN` tests, and the
-//! `bpf(BPF_PROG_TEST_RUN)` call itself (aya 0.14 has no wrapper for it).
+//! Crafting and checking Ethernet/IPv4/TCP-UDP frames for `BPF_PROG_TEST_RUN` tests, run through
+//! `node_agent::datapath::test_run`.
 //!
 //! Checksums are computed here from scratch (RFC 1071 over the header, and over the pseudo-header
 //! and segment for TCP/UDP), never incrementally, so they check the program's incremental updates.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -184,32 +184,6 @@ pub fn parse_checked(frame: &[u8]) -> Parsed {
     }
 }
 
-/// `BPF_PROG_TEST_RUN`'s part of `union bpf_attr` (include/uapi/linux/bpf.h, `test`).
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-const _: () = assert!(size_of::<TestRunAttr>() == 80);
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
 /// Runs the program once on `frame`; returns its return value (the TC verdict) and the frame as
 /// the program left it.
 pub fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -218,26 +192,9 @@ pub fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> (u32, Vec<u8>) {
 
 /// [`test_run`], with the kernel's refusal as an error.
 pub fn try_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut attr = TestRunAttr {
-        prog_fd: u32::try_from(prog.as_raw_fd()).expect("a valid fd"),
-        data_size_in: u32::try_from(frame.len()).expect("small"),
-        data_size_out: u32::try_from(out.len()).expect("small"),
-        data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..TestRunAttr::default()
-    };
-    // SAFETY: `attr` is laid out as the kernel's `bpf_attr.test` (fields and size checked above;
-    // the kernel requires bytes past what it knows to be zero, and `_pad` is). `data_in` points
-    // to `frame.len()` readable bytes and `data_out` to `out.len()` writable bytes, both alive
-    // until the call returns; the kernel does not keep the pointers.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>() as libc::c_uint)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
+    match node_agent::datapath::test_run(prog, frame, 1) {
+        Ok(run) => Ok((run.retval, run.data)),
+        Err(node_agent::datapath::Error::TestRun { source, .. }) => Err(source),
+        Err(other) => Err(std::io::Error::other(other)),
     }
-    out.truncate(usize::try_from(attr.data_size_out).expect("fits"));
-    Ok((attr.retval, out))
 }

@@ -95,6 +95,7 @@ fn service(service: &Service) -> lb::Service {
         port: SERVICE_PORT,
         proto: Protocol::Tcp,
         backends: service.endpoints.iter().map(|ip| SocketAddrV4::new(*ip, TARGET_PORT)).collect(),
+        affinity: None,
     }
 }
 

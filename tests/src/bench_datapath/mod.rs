@@ -19,6 +19,10 @@
 //! ends with a RST (see [`traffic`]). The order of the four traffic figures rotates per run. The report gives
 //! medians over runs, ratios to the floor, the machine and the load average.
 //!
+//! Last, [`packet_cost`]: `tc_nat`'s nanoseconds per packet from `BPF_PROG_TEST_RUN` (DNAT of a
+//! flow's first packet and of an established flow, and a non-service packet) at 1, 1 000 and
+//! 10 000 Services, on the programs' private maps (no topology needed).
+//!
 //! It creates and deletes its own namespaces (`kbdp-<pid>-…`; drop guards, also on an error or
 //! Ctrl-C), never touches the host's interfaces, and sends traffic only inside the namespaces.
 //! Like a `main.rs`, it uses `anyhow`: it is a program split into files, not a library.
@@ -27,6 +31,7 @@ pub mod datapath;
 pub mod ebpf;
 pub mod iptables;
 pub mod nftables;
+pub mod packet_cost;
 pub mod report;
 pub mod services;
 pub mod sys;
@@ -60,6 +65,8 @@ pub struct Plan {
     /// Full syncs of up to this many Services are repeated `runs` times; larger ones run once
     /// (iptables-nft needs about a minute for 10 000).
     pub repeat_syncs_up_to: usize,
+    /// `tc_nat` per packet with `BPF_PROG_TEST_RUN`.
+    pub packet: packet_cost::PacketPlan,
 }
 
 impl Plan {
@@ -72,6 +79,12 @@ impl Plan {
             runs: 3,
             change_pairs: 3,
             repeat_syncs_up_to: 1_000,
+            packet: packet_cost::PacketPlan {
+                service_counts: vec![1, 1_000, 10_000],
+                repeat: 100_000,
+                flows: 10_000,
+                runs: 3,
+            },
         }
     }
 
@@ -85,6 +98,12 @@ impl Plan {
             runs: 3,
             change_pairs: 2,
             repeat_syncs_up_to: 1,
+            packet: packet_cost::PacketPlan {
+                service_counts: vec![1, 1_000, 10_000],
+                repeat: 10_000,
+                flows: 1_000,
+                runs: 3,
+            },
         }
     }
 }
@@ -168,6 +187,8 @@ pub struct Results {
     pub load_after: String,
     pub host_untouched: bool,
     pub stale_namespaces: Vec<String>,
+    /// `tc_nat` per packet, one entry per size of [`Plan::packet`].
+    pub packet: Vec<packet_cost::PacketCost>,
 }
 
 /// Builds the topology, measures every mode and returns the results. Needs root.
@@ -212,6 +233,8 @@ pub fn run(plan: Plan) -> anyhow::Result<Results> {
     }
     eprintln!("bench-datapath: floor again (no rules)");
     let floor_after = bench.floor()?;
+    eprintln!("bench-datapath: tc_nat per packet (BPF_PROG_TEST_RUN)");
+    let packet = packet_cost::measure(&plan.packet).context("tc_nat per packet")?;
     let mut hygiene = bench.hygiene;
     hygiene.listen_drops = topology.backend.listen_drops()?;
     let host_untouched = topology.host_untouched();
@@ -226,6 +249,7 @@ pub fn run(plan: Plan) -> anyhow::Result<Results> {
         load_after: crate::bench::procs::load_average(),
         host_untouched,
         stale_namespaces,
+        packet,
     })
 }
 

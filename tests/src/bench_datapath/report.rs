@@ -176,6 +176,7 @@ pub fn render(results: &Results) -> String {
     out.push_str(&table.render());
     versus_baselines(&mut out, results);
     targets(&mut out, results, floor_latency.p50, floor_rate);
+    packet_costs(&mut out, results);
 
     let _ = writeln!(out, "\n-- checks --");
     let before = medians(&results.floor_before.latency);
@@ -316,6 +317,36 @@ fn targets(out: &mut String, results: &Results, floor_p50: u64, floor_rate: f64)
         pass(direct_ratio <= CONNECT_P50_TARGET),
     ]);
     out.push_str(&table.render());
+}
+
+/// `tc_nat`'s ns/packet from `BPF_PROG_TEST_RUN` (see `packet_cost`).
+fn packet_costs(out: &mut String, results: &Results) {
+    let plan = &results.plan.packet;
+    let _ = writeln!(
+        out,
+        "\n-- tc_nat per packet (BPF_PROG_TEST_RUN, kernel's ns per run; medians of {} runs) --",
+        plan.runs
+    );
+    let mut table =
+        Table::new(&["services", "DNAT first packet", "non-svc, 1 run/call", "DNAT established", "non-service"]);
+    let ns = |values: &[f64]| format!("{:.0}", median_f64(values.to_vec()));
+    for size in &results.packet {
+        table.row(vec![
+            size.services.to_string(),
+            ns(&size.first_packet),
+            ns(&size.non_service_single),
+            ns(&size.established),
+            ns(&size.non_service),
+        ]);
+    }
+    out.push_str(&table.render());
+    let _ = writeln!(
+        out,
+        "first packet: {} calls of 1 run, a new flow each (conntrack miss, pick, CT/CT_REV insert, rewrite), \
+         mean; 1 run/call includes a clock read, hence the non-service figure beside it. Established and \
+         non-service: {} runs in one call. Frames: Ethernet/IPv4/TCP, 54 bytes; the last Service's packet.",
+        plan.flows, plan.repeat
+    );
 }
 
 /// The row of a datapath that does not exist yet.
