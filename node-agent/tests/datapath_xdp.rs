@@ -74,9 +74,27 @@ impl Fast {
         let mixed = [LOCAL[0], REMOTE[0], REMOTE[1]].to_vec();
         datapath
             .sync(&[
-                Service { vip: NODE_IP, port: LOCAL_PORT, proto: Protocol::Tcp, backends: LOCAL.to_vec(), affinity: None },
-                Service { vip: NODE_IP, port: DNS_PORT, proto: Protocol::Udp, backends: vec![LOCAL_DNS], affinity: None },
-                Service { vip: NODE_IP, port: REMOTE_PORT, proto: Protocol::Tcp, backends: REMOTE.to_vec(), affinity: None },
+                Service {
+                    vip: NODE_IP,
+                    port: LOCAL_PORT,
+                    proto: Protocol::Tcp,
+                    backends: LOCAL.to_vec(),
+                    affinity: None,
+                },
+                Service {
+                    vip: NODE_IP,
+                    port: DNS_PORT,
+                    proto: Protocol::Udp,
+                    backends: vec![LOCAL_DNS],
+                    affinity: None,
+                },
+                Service {
+                    vip: NODE_IP,
+                    port: REMOTE_PORT,
+                    proto: Protocol::Tcp,
+                    backends: REMOTE.to_vec(),
+                    affinity: None,
+                },
                 Service { vip: NODE_IP, port: MIXED_PORT, proto: Protocol::Tcp, backends: mixed, affinity: None },
                 Service { vip: NODE_IP, port: EMPTY_PORT, proto: Protocol::Tcp, backends: Vec::new(), affinity: None },
             ])
