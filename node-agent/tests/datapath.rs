@@ -433,6 +433,24 @@ fn cluster_ip_spreads_tcp_and_udp_over_every_backend_and_shows_the_service_addre
 }
 
 #[test]
+fn a_removed_backend_drains_its_open_connections() {
+    const HELD: usize = 30;
+    let mut fixture = Fixture::new(|_| Config::default());
+    let echo: Vec<SocketAddrV4> = BACKENDS.iter().map(|b| SocketAddrV4::new(*b.ip(), ECHO_PORT)).collect();
+    fixture.datapath().sync(&[service(90, Protocol::Tcp, &echo)]).expect("program the service");
+    let vip = SocketAddrV4::new(VIP, 90);
+    let held = fixture.helper().served_by("hold", vip, HELD, vip);
+    assert_eq!(held, echo.iter().copied().collect(), "the held connections spread over the backends");
+
+    // The endpoint goes (a Pod terminating): new connections avoid it, open ones finish their work.
+    fixture.datapath().upsert(&service(90, Protocol::Tcp, &echo[1..])).expect("remove one backend");
+    let after = fixture.helper().served_by("check", vip, HELD, vip);
+    assert_eq!(after, held, "every open connection, those on the removed backend too, still talks");
+    let fresh = fixture.helper().served_by("hold", vip, HELD, vip);
+    assert_eq!(fresh, echo[1..].iter().copied().collect(), "new connections go to the remaining backends only");
+}
+
+#[test]
 fn removing_backends_stops_new_connections_to_them() {
     let mut fixture = Fixture::new(|_| Config::default());
     let tcp = SocketAddrV4::new(VIP, 80);
