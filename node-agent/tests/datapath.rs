@@ -47,7 +47,7 @@ const ENETUNREACH: i32 = 101;
 const EPERM: i32 = 1;
 
 fn service(port: u16, proto: Protocol, backends: &[SocketAddrV4]) -> Service {
-    Service { vip: VIP, port, proto, backends: backends.to_vec(), affinity: None }
+    Service { vip: VIP, port, proto, backends: backends.to_vec(), affinity: None, maglev: false }
 }
 
 /// The helper half: only runs as the helper process, a no-op in a normal test run.

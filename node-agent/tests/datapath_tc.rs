@@ -54,9 +54,30 @@ impl Nat {
         let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
         datapath
             .sync(&[
-                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: TCP_BACKENDS.to_vec(), affinity: None },
-                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: UDP_BACKENDS.to_vec(), affinity: None },
-                Service { vip: EMPTY_VIP, port: 80, proto: Protocol::Tcp, backends: Vec::new(), affinity: None },
+                Service {
+                    vip: VIP,
+                    port: 80,
+                    proto: Protocol::Tcp,
+                    backends: TCP_BACKENDS.to_vec(),
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: VIP,
+                    port: 53,
+                    proto: Protocol::Udp,
+                    backends: UDP_BACKENDS.to_vec(),
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: EMPTY_VIP,
+                    port: 80,
+                    proto: Protocol::Tcp,
+                    backends: Vec::new(),
+                    affinity: None,
+                    maglev: false,
+                },
             ])
             .expect("program the services");
         Self { datapath }
@@ -175,7 +196,14 @@ fn a_flow_keeps_its_backend_while_the_backends_change() {
     backends.push(SocketAddrV4::new(Ipv4Addr::new(10, 244, 3, 9), 8080));
     backends.retain(|b| *b == first.dst || *b != TCP_BACKENDS[0]);
     nat.datapath
-        .upsert(&Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: backends.clone(), affinity: None })
+        .upsert(&Service {
+            vip: VIP,
+            port: 80,
+            proto: Protocol::Tcp,
+            backends: backends.clone(),
+            affinity: None,
+            maglev: false,
+        })
         .expect("change the backends");
     for _ in 0..10 {
         let ack = Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) };
@@ -198,6 +226,7 @@ fn client_ip_affinity_sends_every_flow_of_a_client_to_one_backend() {
         proto: Protocol::Tcp,
         backends: backends.to_vec(),
         affinity: Some(std::time::Duration::from_secs(3_600)),
+        maglev: false,
     };
     nat.datapath.upsert(&web_service(&TCP_BACKENDS)).expect("affinity on");
     let flow_from = |client: Ipv4Addr, port: u16| Frame::tcp(SocketAddrV4::new(client, port), web());
@@ -412,6 +441,7 @@ fn the_committed_object_translates_too() {
             proto: Protocol::Tcp,
             backends: TCP_BACKENDS[..1].to_vec(),
             affinity: None,
+            maglev: false,
         }])
         .expect("program");
     let fd = datapath.program_fd(PROG_TC_NAT).expect("tc_nat is loaded");
@@ -575,8 +605,22 @@ mod netns {
         let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
         datapath
             .sync(&[
-                Service { vip: VIP, port: 80, proto: Protocol::Tcp, backends: vec![BACKEND], affinity: None },
-                Service { vip: VIP, port: 53, proto: Protocol::Udp, backends: vec![BACKEND], affinity: None },
+                Service {
+                    vip: VIP,
+                    port: 80,
+                    proto: Protocol::Tcp,
+                    backends: vec![BACKEND],
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: VIP,
+                    port: 53,
+                    proto: Protocol::Udp,
+                    backends: vec![BACKEND],
+                    affinity: None,
+                    maglev: false,
+                },
             ])
             .expect("program the services");
         let (c1, b1) = (topo.link("c1"), topo.link("b1"));

@@ -80,6 +80,7 @@ impl Fast {
                     proto: Protocol::Tcp,
                     backends: LOCAL.to_vec(),
                     affinity: None,
+                    maglev: false,
                 },
                 Service {
                     vip: NODE_IP,
@@ -87,6 +88,7 @@ impl Fast {
                     proto: Protocol::Udp,
                     backends: vec![LOCAL_DNS],
                     affinity: None,
+                    maglev: false,
                 },
                 Service {
                     vip: NODE_IP,
@@ -94,9 +96,24 @@ impl Fast {
                     proto: Protocol::Tcp,
                     backends: REMOTE.to_vec(),
                     affinity: None,
+                    maglev: false,
                 },
-                Service { vip: NODE_IP, port: MIXED_PORT, proto: Protocol::Tcp, backends: mixed, affinity: None },
-                Service { vip: NODE_IP, port: EMPTY_PORT, proto: Protocol::Tcp, backends: Vec::new(), affinity: None },
+                Service {
+                    vip: NODE_IP,
+                    port: MIXED_PORT,
+                    proto: Protocol::Tcp,
+                    backends: mixed,
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: NODE_IP,
+                    port: EMPTY_PORT,
+                    proto: Protocol::Tcp,
+                    backends: Vec::new(),
+                    affinity: None,
+                    maglev: false,
+                },
             ])
             .expect("program the services");
         datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");

@@ -120,6 +120,7 @@ fn frontend(vip: Ipv4Addr, port: u16, proto: Protocol, backends: &[Ipv4Addr], ta
         proto,
         backends: backends.iter().map(|ip| SocketAddrV4::new(*ip, target)).collect(),
         affinity: None,
+        maglev: false,
     }
 }
 
@@ -247,19 +248,21 @@ fn proxy_programs_services_and_endpoint_slices_and_follows_changes() {
 }
 
 #[test]
-fn lb_list_shows_node_port_frontends_and_stats_the_xdp_counters() {
+fn lb_list_shows_node_port_frontends_and_stats_the_xdp_and_maglev_counters() {
     let bpffs = PrivateBpffs::mount();
     let mut datapath =
         Datapath::load(&datapath::Config { pin_dir: Some(bpffs.pin_dir()) }).expect("load the eBPF datapath");
     let node_ip = Ipv4Addr::new(192, 168, 77, 1);
-    datapath.sync(&[frontend(node_ip, 30080, Protocol::Tcp, &[READY_A], 8080)]).expect("program a node port");
+    let node_port = Service { maglev: true, ..frontend(node_ip, 30080, Protocol::Tcp, &[READY_A], 8080) };
+    datapath.sync(&[node_port]).expect("program a node port");
     let list = lb("list", &bpffs.pin_dir());
     assert!(
-        list.contains(&format!("{node_ip}:30080/TCP")) && list.contains(&format!("=> {READY_A}:8080/TCP")),
+        list.contains(&format!("{node_ip}:30080/TCP (maglev)")) && list.contains(&format!("=> {READY_A}:8080/TCP")),
         "{list}"
     );
     let stats = lb("stats", &bpffs.pin_dir());
     assert!(stats.contains("xdp_dnat") && stats.contains("xdp_no_backend"), "{stats}");
+    assert!(stats.contains("maglev_pick") && stats.contains("maglev_miss"), "{stats}");
 }
 
 #[test]

@@ -53,8 +53,15 @@ pub const LOCAL_CIDRS: &str = "LOCAL_CIDRS";
 /// LRU hash map [`AffinityKey`] → [`AffinityEntry`]: session affinity (`sessionAffinity:
 /// ClientIP`), the backend each client last reached through each service and when.
 pub const AFFINITY: &str = "AFFINITY";
+/// Hash map [`MaglevKey`] → [`Backend`]: the Maglev lookup table of each service frontend with
+/// [`SERVICE_F_MAGLEV`], [`MAGLEV_TABLE_SIZE`] entries per service. A new `tc_nat` or
+/// `xdp_nodeport` flow to such a service goes to the entry at [`maglev_flow_hash`] modulo the
+/// table size, so every node (and this node after losing its conntrack) picks the same backend
+/// for the same flow. The entries hold the backend itself, not a [`BACKENDS`] slot: the slot
+/// layout is per node (it depends on the order of updates), the table is not.
+pub const MAGLEV: &str = "MAGLEV";
 /// Every map the datapath owns (and pins, when asked).
-pub const MAPS: [&str; 8] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS, AFFINITY];
+pub const MAPS: [&str; 9] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS, AFFINITY, MAGLEV];
 
 pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
 pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
@@ -72,6 +79,50 @@ pub const AFFINITY_MAX_ENTRIES: u32 = 131_072;
 /// (the datapath moves the tail backend into the slot of a removed one); beyond that the client
 /// gets a fresh pick.
 pub const AFFINITY_SCAN_SLOTS: u32 = 64;
+
+/// Entries of one service's Maglev table (the paper's M): a prime, so that every skip in
+/// `1..M` is coprime with it and each backend's permutation visits every entry. About 100 times
+/// the number of backends keeps each backend's share within about 1 % of even (the Maglev paper);
+/// a service with more backends than entries leaves some without any.
+pub const MAGLEV_TABLE_SIZE: u32 = 1021;
+/// Service frontends that can have a Maglev table at once; the datapath programs further ones
+/// without the flag (random choice) and warns.
+pub const MAGLEV_MAX_SERVICES: u32 = 1024;
+/// [`MAGLEV`] holds [`MAGLEV_TABLE_SIZE`] entries per Maglev service. The map is not
+/// preallocated (`BPF_F_NO_PREALLOC`), so entries take memory only once written; the kernel
+/// still allocates its hash buckets up front (about 16 bytes for each of the next power of two
+/// above this, 16 MiB).
+pub const MAGLEV_MAX_ENTRIES: u32 = MAGLEV_MAX_SERVICES * MAGLEV_TABLE_SIZE;
+
+/// [`ServiceValue::flags`]: new flows of external traffic (`tc_nat`, `xdp_nodeport`) pick their
+/// backend from the service's [`MAGLEV`] table instead of at random. The socket programs ignore
+/// it: a local client's connection has no conntrack entry to lose, so random choice is kept.
+pub const SERVICE_F_MAGLEV: u32 = 1;
+
+/// The hash of a new flow that indexes a [`MAGLEV`] table: a fixed function of the client's
+/// address and port, the destination port and the protocol (all as the packet carries them,
+/// network order), so it does not depend on the CPU, the time or the node. The destination
+/// address is left out on purpose: a NodePort flow to another node's address (the client's load
+/// balancer moved it) then still reaches the same backend, since every frontend of a service
+/// has the same table. Each step is the 32-bit finaliser of MurmurHash3 (`fmix32`) over the
+/// running value xor the next word.
+#[inline(always)]
+pub const fn maglev_flow_hash(saddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    const SEED: u32 = 0x4b65_656c; // "Keel"
+    let mut hash = fmix32(SEED ^ u32::from_be(saddr));
+    hash = fmix32(hash ^ (((u16::from_be(sport) as u32) << 16) | u16::from_be(dport) as u32));
+    fmix32(hash ^ proto as u32)
+}
+
+/// MurmurHash3's 32-bit finaliser: every input bit affects every output bit.
+#[inline(always)]
+const fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
 
 /// `IPPROTO_TCP`, as in `bpf_sock_addr.protocol`.
 pub const IPPROTO_TCP: u8 = 6;
@@ -107,8 +158,8 @@ impl ServiceKey {
     }
 }
 
-/// What a service frontend leads to: the id that keys its backends, how many slots are live and
-/// its session affinity.
+/// What a service frontend leads to: the id that keys its backends, how many slots are live, its
+/// session affinity and its flags.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceValue {
@@ -119,7 +170,26 @@ pub struct ServiceValue {
     /// Host order, seconds: session affinity `ClientIP` with this timeout (see [`AFFINITY`]);
     /// zero means no affinity.
     pub affinity_timeout: u32,
-    pub _pad: u32,
+    /// Host order: [`SERVICE_F_MAGLEV`]; other bits are zero.
+    pub flags: u32,
+}
+
+impl ServiceValue {
+    /// Whether new external flows use the service's [`MAGLEV`] table.
+    #[inline(always)]
+    pub const fn maglev(&self) -> bool {
+        self.flags & SERVICE_F_MAGLEV != 0
+    }
+}
+
+/// One entry of a service's [`MAGLEV`] table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaglevKey {
+    /// Host order: [`ServiceValue::id`].
+    pub service: u32,
+    /// Host order, `0..MAGLEV_TABLE_SIZE`.
+    pub index: u32,
 }
 
 /// One backend slot of one service.
@@ -401,10 +471,17 @@ pub enum Counter {
     AffinityHit = 19,
     /// An [`AFFINITY`] entry could not be written; the client's next connection may pick anew.
     AffinityUpdateFailed = 20,
+    /// A new `tc_nat` or `xdp_nodeport` flow to a service with [`SERVICE_F_MAGLEV`] got its
+    /// backend from the [`MAGLEV`] table. Counted per lookup: a flow that `xdp_nodeport` leaves
+    /// to `tc_nat` (remote backend) counts twice, with the same backend both times.
+    MaglevPick = 21,
+    /// A service has [`SERVICE_F_MAGLEV`] but its table lacked the flow's entry (an update in
+    /// progress): the backend was picked at random.
+    MaglevMiss = 22,
 }
 
 impl Counter {
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 23] = [
         Self::Connect,
         Self::Sendmsg,
         Self::Recvmsg,
@@ -426,6 +503,8 @@ impl Counter {
         Self::XdpCtUpdateFailed,
         Self::AffinityHit,
         Self::AffinityUpdateFailed,
+        Self::MaglevPick,
+        Self::MaglevMiss,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -451,6 +530,8 @@ impl Counter {
             Self::XdpCtUpdateFailed => "xdp_ct_update_failed",
             Self::AffinityHit => "affinity_hit",
             Self::AffinityUpdateFailed => "affinity_update_failed",
+            Self::MaglevPick => "maglev_pick",
+            Self::MaglevMiss => "maglev_miss",
         }
     }
 }
@@ -469,6 +550,7 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<LocalCidr>() == 8);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<MaglevKey>() == 8);
 
 // SAFETY: each type is `repr(C)`, `Copy`, made of integers only, and its padding is an explicit
 // field, so every byte is initialised and any bit pattern is a valid value.
@@ -504,6 +586,9 @@ unsafe impl aya::Pod for AffinityKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for AffinityEntry {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MaglevKey {}
 
 #[cfg(test)]
 mod tests {
@@ -547,7 +632,7 @@ mod tests {
             assert_eq!(*counter as u32, i as u32);
             assert!(Counter::ALL[..i].iter().all(|other| other.name() != counter.name()));
         }
-        assert_eq!(COUNTERS_LEN, 21);
+        assert_eq!(COUNTERS_LEN, 23);
     }
 
     #[test]
@@ -588,9 +673,11 @@ mod tests {
 
     #[test]
     fn service_value_and_affinity_layout() {
-        let value = ServiceValue { id: 1, count: 2, affinity_timeout: 10_800, _pad: 0 };
+        let value = ServiceValue { id: 1, count: 2, affinity_timeout: 10_800, flags: SERVICE_F_MAGLEV };
         let raw = bytes::<_, 16>(value);
         assert_eq!(&raw[8..12], &10_800u32.to_ne_bytes());
+        assert_eq!(&raw[12..], &1u32.to_ne_bytes());
+        assert!(value.maglev());
         let key = AffinityKey::ipv4(Ipv4Addr::new(10, 244, 0, 5), 7);
         let raw = bytes::<_, 16>(key);
         assert_eq!(&raw[..4], &[10, 244, 0, 5], "the address in wire order in the low half");
@@ -604,6 +691,33 @@ mod tests {
         assert_eq!(&raw[12..14], &2u16.to_ne_bytes());
         assert_eq!(&raw[14..], &3u16.to_ne_bytes());
     }
+
+    #[test]
+    fn maglev_flow_hash_is_fixed_and_ignores_the_destination_address() {
+        let key = |client: [u8; 4], sport: u16| {
+            CtKey::new(
+                SocketAddrV4::new(Ipv4Addr::from(client), sport),
+                SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 30_080),
+                IPPROTO_TCP,
+            )
+        };
+        let hash = |k: CtKey| maglev_flow_hash(k.saddr, k.sport, k.dport, k.proto);
+        let a = key([203, 0, 113, 7], 40_000);
+        // Pinned: a change of the function moves every Maglev flow in a mixed-version cluster.
+        assert_eq!(hash(a), hash(a));
+        assert_eq!(hash(a), MAGLEV_FLOW_HASH_PINNED);
+        let mut other_node = a;
+        other_node.daddr = u32::from_ne_bytes([192, 168, 0, 2]);
+        assert_eq!(hash(other_node), hash(a));
+        assert_ne!(hash(key([203, 0, 113, 7], 40_001)), hash(a));
+        assert_ne!(hash(key([203, 0, 113, 8], 40_000)), hash(a));
+        let mut udp = a;
+        udp.proto = IPPROTO_UDP;
+        assert_ne!(hash(udp), hash(a));
+    }
+
+    /// [`maglev_flow_hash`] of 203.0.113.7:40000 → :30080/TCP.
+    const MAGLEV_FLOW_HASH_PINNED: u32 = 241_857_935;
 
     #[test]
     fn kernel_names_fit() {

@@ -18,6 +18,13 @@
 //! (`bpf_get_netns_cookie`, one pod = one namespace, as Cilium does); `tc_nat` knows it by its
 //! IPv4 source address. The two kinds of key never collide ([`AffinityKey::kind`]).
 //!
+//! Maglev consistent hashing (NodePort frontends, [`keelson_ebpf_common::SERVICE_F_MAGLEV`]): a new `tc_nat` or
+//! `xdp_nodeport` flow without an affinity hit takes the backend at
+//! `MAGLEV[(id, maglev_flow_hash(flow) % MAGLEV_TABLE_SIZE)]`, a table the datapath computes from
+//! the backend addresses alone, so any node, or this one after losing its conntrack, sends the
+//! flow to the same backend. The socket programs keep random choice: they serve local clients,
+//! whose connection is bound to its backend for its lifetime and never moves between nodes.
+//!
 //! Built for `bpfel-unknown-none` by `node-agent/build.rs` (aya-build) or `cargo xtask ebpf`.
 //! Host builds (`cargo clippy --workspace`, `cargo test --workspace` on stable) type-check the
 //! same code as an ordinary binary with an empty `main`; nothing runs there.
@@ -29,6 +36,7 @@ mod tc;
 mod xdp;
 
 use aya_ebpf::EbpfContext as _;
+use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns};
 use aya_ebpf::macros::{cgroup_sock_addr, map};
 use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray};
@@ -36,8 +44,8 @@ use aya_ebpf::programs::SockAddrContext;
 use aya_log_ebpf::warn;
 use keelson_ebpf_common::{
     AFFINITY_MAX_ENTRIES, AFFINITY_NETNS, AFFINITY_SCAN_SLOTS, AffinityEntry, AffinityKey, BACKENDS_MAX_ENTRIES,
-    Backend, BackendKey, COUNTERS_LEN, Counter, SERVICES_MAX_ENTRIES, SOCK_REV_NAT_MAX_ENTRIES, ServiceAddr,
-    ServiceKey, ServiceValue, SockRevNatKey,
+    Backend, BackendKey, COUNTERS_LEN, Counter, MAGLEV_MAX_ENTRIES, MAGLEV_TABLE_SIZE, MaglevKey, SERVICES_MAX_ENTRIES,
+    SOCK_REV_NAT_MAX_ENTRIES, ServiceAddr, ServiceKey, ServiceValue, SockRevNatKey,
 };
 
 /// Return value of a cgroup sock_addr program that lets the call proceed.
@@ -59,6 +67,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 
 
 #[map]
 static AFFINITY: LruHashMap<AffinityKey, AffinityEntry> = LruHashMap::with_max_entries(AFFINITY_MAX_ENTRIES, 0);
+
+/// Not preallocated: only the tables of programmed Maglev services take memory.
+#[map]
+static MAGLEV: HashMap<MaglevKey, Backend> = HashMap::with_max_entries(MAGLEV_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -123,7 +135,8 @@ fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> 
         // SAFETY: the context is a socket address context, for which the helper is defined.
         Some((unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }, AFFINITY_NETNS))
     };
-    let Some(backend) = select_backend(service, client) else {
+    // Maglev is for external flows only (see the module docs): no flow hash here.
+    let Some(backend) = select_backend(service, client, None) else {
         bump(Counter::NoBackend);
         return Err(Reject::NoBackend);
     };
@@ -145,12 +158,14 @@ fn try_translate(ctx: &SockAddrContext, counter: Counter) -> Result<(), Reject> 
 
 /// The backend for a new connection or flow of `client` (an [`AffinityKey`]'s `client` and
 /// `kind`, given when the service has session affinity): the client's remembered backend while
-/// it is fresh and still the service's, else one at random, which is then remembered. `None`
+/// it is fresh and still the service's, else a new pick, which is then remembered. The new pick
+/// is the service's Maglev entry for `flow` (a [`keelson_ebpf_common::maglev_flow_hash`], given
+/// for external flows) when the service has [`keelson_ebpf_common::SERVICE_F_MAGLEV`], else one at random. `None`
 /// when the service has no backend.
 #[inline(always)]
-pub(crate) fn select_backend(service: ServiceValue, client: Option<(u64, u8)>) -> Option<Backend> {
+pub(crate) fn select_backend(service: ServiceValue, client: Option<(u64, u8)>, flow: Option<u32>) -> Option<Backend> {
     let Some((client, kind)) = client.filter(|_| service.affinity_timeout != 0) else {
-        return pick_backend(service).map(|(backend, _)| backend);
+        return new_backend(service, flow).map(|(backend, _)| backend);
     };
     if service.count == 0 {
         return None;
@@ -168,9 +183,33 @@ pub(crate) fn select_backend(service: ServiceValue, client: Option<(u64, u8)>) -
             return Some(backend);
         }
     }
-    let (backend, slot) = pick_backend(service)?;
+    let (backend, slot) = new_backend(service, flow)?;
     remember(&key, backend, slot, now);
     Some(backend)
+}
+
+/// A backend for a flow without conntrack or affinity entry, and its slot (a hint for
+/// [`remember`]): from the Maglev table when the service has one and `flow` is given, else at
+/// random. `None` when the service has no backend.
+#[inline(always)]
+fn new_backend(service: ServiceValue, flow: Option<u32>) -> Option<(Backend, u32)> {
+    if service.count == 0 {
+        return None;
+    }
+    if service.maglev()
+        && let Some(hash) = flow
+    {
+        let key = MaglevKey { service: service.id, index: hash % MAGLEV_TABLE_SIZE };
+        // SAFETY: copied out at once; a concurrent update can only make the value stale.
+        if let Some(&backend) = unsafe { MAGLEV.get(key) } {
+            bump(Counter::MaglevPick);
+            // The table does not know slots; 0 is a hint like any other (`find_backend` scans).
+            return Some((backend, 0));
+        }
+        // The table is being written or deleted: fall back rather than drop the flow.
+        bump(Counter::MaglevMiss);
+    }
+    pick_backend(service)
 }
 
 /// Stores (or refreshes) a client's backend.

@@ -8,7 +8,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::LruHashMap;
 use keelson_ebpf_common::{
     AFFINITY_IPV4, CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, IPPROTO_TCP, IPPROTO_UDP, ServiceAddr,
-    ServiceValue,
+    ServiceValue, maglev_flow_hash,
 };
 
 use crate::{bump, select_backend};
@@ -160,8 +160,9 @@ pub(crate) fn parse(ctx: &impl PacketRead) -> Result<Packet, Skip> {
 }
 
 /// The conntrack entry of a packet to a service: the flow's own, or a new one with a backend
-/// from `select_backend` (the client's remembered one under session affinity, else at random;
-/// written to [`CT`] and [`CT_REV`]). `accept` says whether this program may send the
+/// from `select_backend` (the client's remembered one under session affinity, else the flow's
+/// Maglev entry for a service with a Maglev table, else at random; written to [`CT`] and
+/// [`CT_REV`]). `accept` says whether this program may send the
 /// flow to that backend; when it may not, nothing is written and the packet is
 /// [`Skip::NotLocal`]. `ct_failed` counts entries that could not be written.
 #[inline(always)]
@@ -181,7 +182,10 @@ pub(crate) fn forward_entry(
         Some(&entry) => entry,
         None => {
             // With session affinity, a client is known by its source address here.
-            let backend = select_backend(service, Some((u64::from(ip.saddr), AFFINITY_IPV4))).ok_or(Skip::NoBackend)?;
+            let client = Some((u64::from(ip.saddr), AFFINITY_IPV4));
+            // Computed only for Maglev services, so others pay nothing for it.
+            let flow = service.maglev().then(|| maglev_flow_hash(ip.saddr, packet.sport, packet.dport, ip.proto));
+            let backend = select_backend(service, client, flow).ok_or(Skip::NoBackend)?;
             let fresh =
                 CtEntry { backend: backend.addr, vip: ip.daddr, backend_port: backend.port, vip_port: packet.dport };
             if !accept(&fresh) {

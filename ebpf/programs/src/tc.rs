@@ -6,7 +6,9 @@
 //! - **Forward (DNAT).** An IPv4 TCP or UDP packet whose destination (address, port, protocol) is
 //!   a frontend in [`SERVICES`] goes to a backend: the one its flow already uses (from [`CT`],
 //!   keyed by the 5-tuple as the client sent it), else one picked as `connect4` does: at random,
-//!   or for a service with session affinity the one this client (by source address) last used.
+//!   or for a service with session affinity the one this client (by source address) last used;
+//!   a service with a Maglev table (NodePort) takes the flow's entry in it instead of a random
+//!   one.
 //!   A new flow records its backend in [`CT`] and, in [`CT_REV`], the service its replies must
 //!   appear to come from. A service without backends drops the packet (`TC_ACT_SHOT`).
 //! - **Reverse (SNAT of replies).** A packet that is no service's but matches [`CT_REV`] (the

@@ -4,14 +4,14 @@
 //! [`SERVICES`] — NodePort frontends are `node address:nodePort` entries there like any other —
 //! is handled here when its flow's backend is **local**, that is inside one of this node's pod
 //! CIDRs ([`LOCAL_CIDRS`], written by the datapath): the same DNAT as `tc_nat` (same [`CT`] and
-//! [`CT_REV`] entries, same random backend choice, see [`crate::nat`]), checksums patched
+//! [`CT_REV`] entries, same backend choice, see [`crate::nat`]), checksums patched
 //! incrementally (RFC 1624) and `XDP_PASS`, so the kernel routes the packet to the pod's veth. The
 //! backend's replies are reverse-translated by `tc_nat` on that veth's ingress, from [`CT_REV`].
 //!
 //! Everything XDP cannot or should not decide passes unchanged, for TC to handle or ignore: a
 //! backend on another node (no conntrack entry is written, so `tc_nat` picks and records the
 //! flow's backend itself; later packets of such a flow find that entry, see a remote backend and
-//! pass too), fragments, malformed or truncated packets, and anything that is not a service's.
+//! pass too; for a service with a Maglev table TC picks the same backend XDP saw), fragments, malformed or truncated packets, and anything that is not a service's.
 //! A service without backends — `externalTrafficPolicy: Local` with no endpoint on this node —
 //! is dropped here, as `tc_nat` would. With no [`LOCAL_CIDRS`] entry nothing is local, and the
 //! program only drops packets to empty services.

@@ -22,7 +22,10 @@
 //! A [`Service`] with [`Service::affinity`] (session affinity `ClientIP`) sends each client back
 //! to its last backend within the timeout; the programs keep that in the `AFFINITY` LRU map,
 //! keyed by network namespace in the socket programs and by source address in `tc_nat`
-//! ([`Datapath::affinity`] reads it). [`test_run`] runs a loaded program on a buffer
+//! ([`Datapath::affinity`] reads it). A [`Service`] with [`Service::maglev`] (the proxy sets it on
+//! NodePort frontends) has a Maglev table ([`maglev`]) in the `MAGLEV` map, from which `tc_nat`
+//! and `xdp_nodeport` take the backend of each new flow ([`Datapath::maglev`] reads it).
+//! [`test_run`] runs a loaded program on a buffer
 //! (`BPF_PROG_TEST_RUN`), for tests and the benchmark's ns/packet figures.
 //!
 //! The object comes from `node-agent/build.rs`: freshly built when the eBPF toolchain is
@@ -30,6 +33,7 @@
 
 pub mod bpffs;
 pub mod cgroup;
+pub mod maglev;
 mod service;
 mod sync;
 mod tc;
@@ -46,7 +50,7 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_
 use aya::{Ebpf, EbpfLoader};
 use keelson_ebpf_common::{
     AFFINITY, AffinityEntry, AffinityKey, BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey,
-    LOCAL_CIDRS, LocalCidr, MAPS, SERVICES, SOCKET_PROGRAMS, ServiceAddr, ServiceKey, ServiceValue,
+    LOCAL_CIDRS, LocalCidr, MAGLEV, MAPS, MaglevKey, SERVICES, SOCKET_PROGRAMS, ServiceAddr, ServiceKey, ServiceValue,
 };
 
 pub use service::{Protocol, Service, SyncStats};
@@ -254,6 +258,8 @@ impl Datapath {
                 .map_err(|source| Error::OpenMap { map: SERVICES, source })?,
             backends: HashMap::try_from(take_map(&mut ebpf, BACKENDS)?)
                 .map_err(|source| Error::OpenMap { map: BACKENDS, source })?,
+            maglev: HashMap::try_from(take_map(&mut ebpf, MAGLEV)?)
+                .map_err(|source| Error::OpenMap { map: MAGLEV, source })?,
         };
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS)?)
             .map_err(|source| Error::OpenMap { map: COUNTERS, source })?;
@@ -378,6 +384,11 @@ impl Datapath {
         self.affinity.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: AFFINITY, source })
     }
 
+    /// The Maglev tables: each entry of each service with [`Service::maglev`] and its backend.
+    pub fn maglev(&self) -> Result<Vec<(MaglevKey, Backend)>, Error> {
+        self.maps.maglev_entries()
+    }
+
     /// The file descriptor of a loaded program (one of `keelson_ebpf_common`'s `PROG_*` names),
     /// e.g. to run it on a crafted packet with `BPF_PROG_TEST_RUN`. It lives as long as `self`.
     pub fn program_fd(&self, prog: &'static str) -> Result<BorrowedFd<'_>, Error> {
@@ -453,7 +464,8 @@ impl PinnedMaps {
                 }
             }
             let affinity = Service::affinity_from_timeout(value.affinity_timeout);
-            table.push((value.id, Service { vip: key.vip(), port: key.port(), proto, backends, affinity }));
+            let maglev = value.maglev();
+            table.push((value.id, Service { vip: key.vip(), port: key.port(), proto, backends, affinity, maglev }));
         }
         table.sort_by_key(|(_, s)| (s.vip, s.port, s.proto));
         Ok(table)
@@ -491,6 +503,7 @@ fn take_map(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, Error>
 struct KernelMaps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: HashMap<MapData, BackendKey, Backend>,
+    maglev: HashMap<MapData, MaglevKey, Backend>,
 }
 
 /// Whether a delete failed only because the key was absent.
@@ -536,6 +549,21 @@ impl LbMaps for KernelMaps {
             Err(error) if is_absent(&error) => Ok(None),
             Err(source) => Err(Error::MapRead { map: BACKENDS, source }),
         }
+    }
+
+    fn set_maglev(&mut self, key: &MaglevKey, value: &Backend) -> Result<(), Error> {
+        self.maglev.insert(key, value, 0).map_err(|source| Error::MapUpdate { map: MAGLEV, source })
+    }
+
+    fn remove_maglev(&mut self, key: &MaglevKey) -> Result<(), Error> {
+        match self.maglev.remove(key) {
+            Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map: MAGLEV, source }),
+            _ => Ok(()),
+        }
+    }
+
+    fn maglev_entries(&self) -> Result<Vec<(MaglevKey, Backend)>, Error> {
+        self.maglev.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: MAGLEV, source })
     }
 }
 

@@ -52,6 +52,12 @@ pub struct Service {
     /// connection (or `tc_nat` flow) reaches the same backend, while that is still a backend.
     /// Whole seconds, rounded up, 1 s at least; `None`: every connection picks anew.
     pub affinity: Option<Duration>,
+    /// Maglev consistent hashing for flows that `tc_nat` and `xdp_nodeport` translate (NodePort
+    /// traffic from outside): a new flow's backend is a fixed function of the flow and the
+    /// backend set ([`super::maglev`]), the same on every node and after conntrack is lost, and
+    /// removing one of `N` backends moves only about `1/N` of the flows. Connections of local
+    /// clients (socket programs) still pick at random. Session affinity, when set, comes first.
+    pub maglev: bool,
 }
 
 impl Service {
@@ -110,6 +116,7 @@ mod tests {
             proto: Protocol::Tcp,
             backends: Vec::new(),
             affinity: None,
+            maglev: false,
         };
         assert_eq!(service.affinity_timeout(), 0);
         for (timeout, seconds) in [

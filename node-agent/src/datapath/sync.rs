@@ -1,20 +1,31 @@
 //! Applying a desired service table to the maps with as few writes as possible.
 //!
-//! [`Programmed`] mirrors what the `SERVICES` and `BACKENDS` maps hold, so every change costs only
+//! [`Programmed`] mirrors what the `SERVICES`, `BACKENDS` and `MAGLEV` maps hold, so every change
+//! costs only
 //! the writes it needs: a new service writes its backends then its entry, a removed one deletes
 //! its entry then its backends, and a changed backend set reuses the slots of departed backends
 //! for arrivals, appends the rest, or fills holes from the tail before shrinking the count. The
 //! order of writes keeps every slot below the published count valid at all times, so a program
 //! racing with an update always finds a backend. The maps sit behind [`LbMaps`] so this logic is
 //! tested against a fake here and runs against the kernel maps in `super`.
+//!
+//! A service with [`Service::maglev`] also has a Maglev table ([`super::maglev`]) in `MAGLEV`:
+//! it is written before the flag is published and deleted after the flag is cleared or the
+//! service removed; a backend change rewrites only the entries whose backend changed (about
+//! `M / N` for one backend of `N`). At most [`MAGLEV_MAX_SERVICES`] services have a table; further
+//! ones are programmed without (random choice) and a warning. A program that finds the flag but
+//! not the entry (an update in progress) picks at random, so no order of writes drops a flow.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 
-use keelson_ebpf_common::{Backend, BackendKey, ServiceKey, ServiceValue};
+use keelson_ebpf_common::{
+    Backend, BackendKey, MAGLEV_MAX_SERVICES, MAGLEV_TABLE_SIZE, MaglevKey, SERVICE_F_MAGLEV, ServiceKey, ServiceValue,
+};
 use tracing::warn;
 
 use super::Error;
+use super::maglev::{self, TABLE_SIZE};
 use super::service::{Protocol, Service, SyncStats};
 
 /// The map operations the sync needs.
@@ -27,21 +38,49 @@ pub(crate) trait LbMaps {
     fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, Error>;
     fn backend_keys(&self) -> Result<Vec<BackendKey>, Error>;
     fn backend(&self, key: &BackendKey) -> Result<Option<Backend>, Error>;
+    fn set_maglev(&mut self, key: &MaglevKey, value: &Backend) -> Result<(), Error>;
+    /// Deleting a key that is absent is not an error.
+    fn remove_maglev(&mut self, key: &MaglevKey) -> Result<(), Error>;
+    fn maglev_entries(&self) -> Result<Vec<(MaglevKey, Backend)>, Error>;
 }
 
-/// The backends of one programmed service, by slot, and its affinity timeout.
+/// A Maglev table as programmed: one entry per index, `None` where the map has none.
+type Table = Vec<Option<Backend>>;
+
+/// The backends of one programmed service, by slot, its affinity timeout and its Maglev table.
 #[derive(Debug, Clone)]
 struct Slots {
     id: u32,
     backends: Vec<Backend>,
     /// [`ServiceValue::affinity_timeout`].
     affinity: u32,
+    /// The table, [`TABLE_SIZE`] entries, when the service has [`SERVICE_F_MAGLEV`].
+    maglev: Option<Table>,
 }
 
 impl Slots {
     /// The service's map value.
     fn value(&self) -> Result<ServiceValue, Error> {
-        Ok(ServiceValue { id: self.id, count: count(&self.backends)?, affinity_timeout: self.affinity, _pad: 0 })
+        Ok(ServiceValue {
+            id: self.id,
+            count: count(&self.backends)?,
+            affinity_timeout: self.affinity,
+            flags: if self.maglev.is_some() { SERVICE_F_MAGLEV } else { 0 },
+        })
+    }
+}
+
+/// What one service should look like in the maps.
+struct Want {
+    backends: Vec<Backend>,
+    /// [`ServiceValue::affinity_timeout`].
+    affinity: u32,
+    maglev: bool,
+}
+
+impl Want {
+    fn of(service: &Service) -> Self {
+        Self { backends: dedup(&service.backends), affinity: service.affinity_timeout(), maglev: service.maglev }
     }
 }
 
@@ -51,12 +90,15 @@ impl Slots {
 pub(crate) struct Programmed {
     services: HashMap<ServiceKey, Slots>,
     ids: Ids,
+    /// How many of `services` have a Maglev table.
+    maglev_services: usize,
 }
 
 impl Programmed {
-    /// Reads the maps, repairing what an interrupted update may have left: backends no live
-    /// service owns are deleted, and a service with a missing slot is removed (the next sync
-    /// writes it again).
+    /// Reads the maps, repairing what an interrupted update may have left: backends and Maglev
+    /// entries no live service owns are deleted, and a service with a missing slot is removed
+    /// (the next sync writes it again). A Maglev table with missing or wrong entries is kept as
+    /// it is; the next write of its service fixes them.
     pub(crate) fn read(maps: &mut impl LbMaps) -> Result<Self, Error> {
         let mut programmed = Self::default();
         for (key, value) in maps.services()? {
@@ -73,7 +115,22 @@ impl Programmed {
                 continue;
             }
             programmed.ids.used.insert(value.id);
-            programmed.services.insert(key, Slots { id: value.id, backends, affinity: value.affinity_timeout });
+            let maglev = value.maglev().then(|| vec![None; TABLE_SIZE]);
+            programmed.maglev_services += usize::from(maglev.is_some());
+            programmed.services.insert(key, Slots { id: value.id, backends, affinity: value.affinity_timeout, maglev });
+        }
+        let tables: HashMap<u32, ServiceKey> =
+            programmed.services.iter().filter(|(_, s)| s.maglev.is_some()).map(|(key, s)| (s.id, *key)).collect();
+        for (key, backend) in maps.maglev_entries()? {
+            let table = tables
+                .get(&key.service)
+                .and_then(|service| programmed.services.get_mut(service))
+                .and_then(|slots| slots.maglev.as_mut())
+                .and_then(|table| table.get_mut(key.index as usize));
+            match table {
+                Some(entry) => *entry = Some(backend),
+                None => maps.remove_maglev(&key)?,
+            }
         }
         for key in maps.backend_keys()? {
             let owned =
@@ -98,6 +155,7 @@ impl Programmed {
                     proto: Protocol::from_ipproto(key.proto)?,
                     backends: slots.backends.iter().map(Backend::socket_addr).collect(),
                     affinity: Service::affinity_from_timeout(slots.affinity),
+                    maglev: slots.maglev.is_some(),
                 })
             })
             .collect();
@@ -107,10 +165,9 @@ impl Programmed {
 
     /// Makes the maps hold exactly `desired`.
     pub(crate) fn sync(&mut self, maps: &mut impl LbMaps, desired: &[Service]) -> Result<SyncStats, Error> {
-        let mut wanted: HashMap<ServiceKey, (Vec<Backend>, u32)> = HashMap::with_capacity(desired.len());
+        let mut wanted: HashMap<ServiceKey, Want> = HashMap::with_capacity(desired.len());
         for service in desired {
-            let want = (dedup(&service.backends), service.affinity_timeout());
-            if wanted.insert(service.key(), want).is_some() {
+            if wanted.insert(service.key(), Want::of(service)).is_some() {
                 return Err(Error::DuplicateService { service: service.to_string() });
             }
         }
@@ -119,15 +176,18 @@ impl Programmed {
         for key in stale {
             stats += self.remove(maps, &key)?;
         }
-        for (key, (backends, affinity)) in wanted {
-            stats += self.put(maps, key, backends, affinity)?;
+        // Services that lose their table first, so that their room goes to those that want one.
+        let mut wanted: Vec<(ServiceKey, Want)> = wanted.into_iter().collect();
+        wanted.sort_by_key(|(key, want)| (want.maglev, *key));
+        for (key, want) in wanted {
+            stats += self.put(maps, key, want)?;
         }
         Ok(stats)
     }
 
     /// Adds or changes one service.
     pub(crate) fn upsert(&mut self, maps: &mut impl LbMaps, service: &Service) -> Result<SyncStats, Error> {
-        self.put(maps, service.key(), dedup(&service.backends), service.affinity_timeout())
+        self.put(maps, service.key(), Want::of(service))
     }
 
     /// Removes one service; nothing happens if it is not programmed.
@@ -142,38 +202,75 @@ impl Programmed {
         for slot in 0..slots.backends.len() {
             maps.remove_backend(&BackendKey { service: slots.id, slot: slot as u32 })?;
         }
+        if let Some(mut table) = slots.maglev {
+            self.maglev_services -= 1;
+            update_table(&mut maps, slots.id, &mut table, &[])?;
+        }
         self.ids.free(slots.id);
         stats.services_removed = 1;
         stats.map_writes = maps.writes;
         Ok(stats)
     }
 
-    fn put(
-        &mut self,
-        maps: &mut impl LbMaps,
-        key: ServiceKey,
-        want: Vec<Backend>,
-        affinity: u32,
-    ) -> Result<SyncStats, Error> {
+    fn put(&mut self, maps: &mut impl LbMaps, key: ServiceKey, want: Want) -> Result<SyncStats, Error> {
         let mut stats = SyncStats::default();
         let mut maps = Counting::new(maps);
+        let has_table = self.services.get(&key).is_some_and(|slots| slots.maglev.is_some());
+        // The value as published, before the table is taken out of `slots` below.
+        let before = self.services.get(&key).map(Slots::value).transpose()?;
+        let maglev = want.maglev && (has_table || self.maglev_services < MAGLEV_MAX_SERVICES as usize);
+        if want.maglev && !maglev {
+            warn!(vip = %key.vip(), port = key.port(), proto = key.proto, "no room for another Maglev table");
+        }
+        // The table goes in before the flag that makes programs read it.
+        let table = if maglev {
+            let mut table = self
+                .services
+                .get_mut(&key)
+                .and_then(|slots| slots.maglev.take())
+                .unwrap_or_else(|| vec![None; TABLE_SIZE]);
+            let id = match self.services.get(&key) {
+                Some(slots) => slots.id,
+                None => self.ids.alloc()?,
+            };
+            update_table(&mut maps, id, &mut table, &maglev::backend_table(&want.backends))?;
+            Some((id, table))
+        } else {
+            None
+        };
+        self.maglev_services = self.maglev_services + usize::from(maglev) - usize::from(has_table);
         match self.services.get_mut(&key) {
             None => {
-                let id = self.ids.alloc()?;
-                for (slot, backend) in (0..).zip(&want) {
+                let id = match &table {
+                    Some((id, _)) => *id,
+                    None => self.ids.alloc()?,
+                };
+                for (slot, backend) in (0..).zip(&want.backends) {
                     maps.set_backend(&BackendKey { service: id, slot }, backend)?;
                 }
-                let slots = Slots { id, backends: want, affinity };
+                let slots =
+                    Slots { id, backends: want.backends, affinity: want.affinity, maglev: table.map(|(_, t)| t) };
                 maps.set_service(&key, &slots.value()?)?;
                 self.services.insert(key, slots);
                 stats.services_added = 1;
             }
             Some(slots) => {
-                let affinity_changed = slots.affinity != affinity;
-                slots.affinity = affinity;
-                let published = update_slots(&mut maps, &key, slots, &want)?;
-                if affinity_changed && !published {
-                    maps.set_service(&key, &slots.value()?)?;
+                slots.affinity = want.affinity;
+                // Without a table now, the old one (if any) goes after the flag is cleared.
+                let (old, new) = match table {
+                    Some((_, table)) => (None, Some(table)),
+                    None => (slots.maglev.take(), None),
+                };
+                slots.maglev = new;
+                let published = update_slots(&mut maps, &key, slots, &want.backends)?;
+                let after = slots.value()?;
+                let changed =
+                    before.is_none_or(|b| (b.affinity_timeout, b.flags) != (after.affinity_timeout, after.flags));
+                if changed && !published {
+                    maps.set_service(&key, &after)?;
+                }
+                if let Some(mut old) = old {
+                    update_table(&mut maps, slots.id, &mut old, &[])?;
                 }
                 if maps.writes > 0 {
                     stats.services_updated = 1;
@@ -236,6 +333,24 @@ fn update_slots(maps: &mut impl LbMaps, key: &ServiceKey, slots: &mut Slots, wan
         maps.remove_backend(&BackendKey { service: slots.id, slot: slot as u32 })?;
     }
     Ok(true)
+}
+
+/// Makes the Maglev table of service `id` hold `want` ([`TABLE_SIZE`] entries, or none), writing
+/// or deleting only the entries that differ from `table`, which it updates.
+fn update_table(maps: &mut impl LbMaps, id: u32, table: &mut Table, want: &[Backend]) -> Result<(), Error> {
+    for (index, entry) in (0..MAGLEV_TABLE_SIZE).zip(table.iter_mut()) {
+        let wanted = want.get(index as usize).copied();
+        if *entry == wanted {
+            continue;
+        }
+        let key = MaglevKey { service: id, index };
+        match &wanted {
+            Some(backend) => maps.set_maglev(&key, backend)?,
+            None => maps.remove_maglev(&key)?,
+        }
+        *entry = wanted;
+    }
+    Ok(())
 }
 
 fn count(backends: &[Backend]) -> Result<u32, Error> {
@@ -329,6 +444,20 @@ impl<M: LbMaps> LbMaps for Counting<'_, M> {
     fn backend(&self, key: &BackendKey) -> Result<Option<Backend>, Error> {
         self.maps.backend(key)
     }
+
+    fn set_maglev(&mut self, key: &MaglevKey, value: &Backend) -> Result<(), Error> {
+        self.writes += 1;
+        self.maps.set_maglev(key, value)
+    }
+
+    fn remove_maglev(&mut self, key: &MaglevKey) -> Result<(), Error> {
+        self.writes += 1;
+        self.maps.remove_maglev(key)
+    }
+
+    fn maglev_entries(&self) -> Result<Vec<(MaglevKey, Backend)>, Error> {
+        self.maps.maglev_entries()
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +472,7 @@ mod tests {
     struct FakeMaps {
         services: BTreeMap<ServiceKey, ServiceValue>,
         backends: BTreeMap<BackendKey, Backend>,
+        maglev: BTreeMap<MaglevKey, Backend>,
     }
 
     impl LbMaps for FakeMaps {
@@ -377,6 +507,20 @@ mod tests {
         fn backend(&self, key: &BackendKey) -> Result<Option<Backend>, Error> {
             Ok(self.backends.get(key).copied())
         }
+
+        fn set_maglev(&mut self, key: &MaglevKey, value: &Backend) -> Result<(), Error> {
+            self.maglev.insert(*key, *value);
+            Ok(())
+        }
+
+        fn remove_maglev(&mut self, key: &MaglevKey) -> Result<(), Error> {
+            self.maglev.remove(key);
+            Ok(())
+        }
+
+        fn maglev_entries(&self) -> Result<Vec<(MaglevKey, Backend)>, Error> {
+            Ok(self.maglev.iter().map(|(k, v)| (*k, *v)).collect())
+        }
     }
 
     impl FakeMaps {
@@ -400,7 +544,25 @@ mod tests {
                 })
                 .collect();
             assert_eq!(owned, self.backends.len(), "backend entries outside live slots: {:?}", self.backends);
+            // Each flagged service has exactly its table; no other entries.
+            let mut tables = 0;
+            for value in self.services.values().filter(|v| v.maglev()) {
+                let backends: Vec<Backend> =
+                    (0..value.count).map(|slot| self.backends[&BackendKey { service: value.id, slot }]).collect();
+                let table = self.table(value.id);
+                assert_eq!(table, maglev::backend_table(&backends), "table of service {}", value.id);
+                tables += table.len();
+            }
+            assert_eq!(tables, self.maglev.len(), "Maglev entries of no flagged service");
             view
+        }
+
+        /// Service `id`'s Maglev entries in index order.
+        fn table(&self, id: u32) -> Vec<Backend> {
+            self.maglev
+                .range(MaglevKey { service: id, index: 0 }..MaglevKey { service: id + 1, index: 0 })
+                .map(|(_, b)| *b)
+                .collect()
         }
     }
 
@@ -419,6 +581,7 @@ mod tests {
             proto,
             backends: backends.iter().map(|b| backend(*b, 8080)).collect(),
             affinity: None,
+            maglev: false,
         }
     }
 
@@ -515,7 +678,7 @@ mod tests {
         // Leftovers of an interrupted update: an orphan backend and a service missing a slot.
         maps.backends.insert(BackendKey { service: 77, slot: 0 }, Backend::new(backend(9, 1)));
         let broken = service(3, Protocol::Tcp, &[]).key();
-        maps.services.insert(broken, ServiceValue { id: 5, count: 2, affinity_timeout: 0, _pad: 0 });
+        maps.services.insert(broken, ServiceValue { id: 5, count: 2, affinity_timeout: 0, flags: 0 });
         maps.backends.insert(BackendKey { service: 5, slot: 0 }, Backend::new(backend(8, 1)));
 
         let mut programmed = Programmed::read(&mut maps).expect("read");
@@ -560,6 +723,82 @@ mod tests {
         assert_eq!(restored.table()[0].affinity, Some(Duration::from_secs(60)));
     }
 
+    #[test]
+    fn maglev_tables_follow_the_flag_and_the_backends() {
+        let mut maps = FakeMaps::default();
+        let mut programmed = Programmed::default();
+        let mut web = service(1, Protocol::Tcp, &[1, 2, 3, 4, 5]);
+        web.maglev = true;
+        let stats = programmed.sync(&mut maps, std::slice::from_ref(&web)).expect("sync");
+        assert_eq!(stats, SyncStats { services_added: 1, map_writes: 5 + TABLE_SIZE + 1, ..SyncStats::default() });
+        let value = |maps: &FakeMaps| *maps.services.values().next().expect("one service");
+        assert_eq!(value(&maps).flags, SERVICE_F_MAGLEV);
+        maps.view();
+        assert_eq!(programmed.table()[0], web);
+        assert_eq!(programmed.sync(&mut maps, std::slice::from_ref(&web)).expect("again"), SyncStats::default());
+
+        // One backend of five goes: its entries (and a few more) are rewritten, plus three
+        // writes for the slots.
+        let before = maps.table(1);
+        web.backends.remove(1);
+        let stats = programmed.upsert(&mut maps, &web).expect("remove one");
+        let changed = before.iter().zip(maps.table(1)).filter(|(b, a)| **b != *a).count();
+        assert_eq!(stats.map_writes, changed + 3);
+        assert!(changed < TABLE_SIZE / 5 + TABLE_SIZE / 20, "{changed} entries rewritten");
+        maps.view();
+
+        // Read back after a restart, then resynced without writes.
+        let mut programmed = Programmed::read(&mut maps).expect("read");
+        assert_eq!(programmed.sync(&mut maps, std::slice::from_ref(&web)).expect("resync"), SyncStats::default());
+
+        // A lost entry is restored by the next change, an orphan dropped by the next read.
+        maps.maglev.remove(&MaglevKey { service: 1, index: 7 });
+        maps.maglev.insert(MaglevKey { service: 9, index: 0 }, Backend::new(backend(9, 1)));
+        let mut programmed = Programmed::read(&mut maps).expect("read");
+        assert!(!maps.maglev.contains_key(&MaglevKey { service: 9, index: 0 }));
+        web.backends.push(backend(6, 8080));
+        programmed.upsert(&mut maps, &web).expect("add one");
+        maps.view();
+
+        // The flag off: the value first, then every entry.
+        web.maglev = false;
+        let stats = programmed.upsert(&mut maps, &web).expect("flag off");
+        assert_eq!(stats, SyncStats { services_updated: 1, map_writes: 1 + TABLE_SIZE, ..SyncStats::default() });
+        assert!(maps.maglev.is_empty());
+        assert_eq!(value(&maps).flags, 0);
+
+        // On again, then the service goes: every entry with it.
+        web.maglev = true;
+        programmed.upsert(&mut maps, &web).expect("flag on");
+        assert_eq!(maps.maglev.len(), TABLE_SIZE);
+        let stats = programmed.sync(&mut maps, &[]).expect("remove");
+        assert_eq!(stats, SyncStats { services_removed: 1, map_writes: 1 + 5 + TABLE_SIZE, ..SyncStats::default() });
+        assert!(maps.maglev.is_empty() && maps.backends.is_empty());
+    }
+
+    #[test]
+    fn maglev_tables_are_bounded() {
+        let mut maps = FakeMaps::default();
+        let mut programmed = Programmed::default();
+        // Without backends a table has no entries, which keeps this test cheap.
+        let table: Vec<Service> = (0..=MAGLEV_MAX_SERVICES)
+            .map(|i| Service {
+                vip: Ipv4Addr::from_bits(0x0a60_0000 + i),
+                port: 80,
+                proto: Protocol::Tcp,
+                backends: Vec::new(),
+                affinity: None,
+                maglev: true,
+            })
+            .collect();
+        programmed.sync(&mut maps, &table).expect("sync");
+        let flagged = maps.services.values().filter(|v| v.maglev()).count();
+        assert_eq!(flagged, MAGLEV_MAX_SERVICES as usize, "one service over the bound goes without");
+        // One leaves: the one without a table gets the room on the next sync.
+        programmed.sync(&mut maps, &table[1..]).expect("sync");
+        assert!(maps.services.values().all(ServiceValue::maglev));
+    }
+
     /// Random tables, each synced over the last: the maps always equal the table and keep
     /// their invariants.
     #[test]
@@ -581,7 +820,8 @@ mod tests {
                 }
                 let proto = if next(2) == 0 { Protocol::Tcp } else { Protocol::Udp };
                 let backends: Vec<u8> = (0..next(7)).map(|_| next(12) as u8).collect();
-                let s = service(vip, proto, &backends);
+                let mut s = service(vip, proto, &backends);
+                s.maglev = next(3) == 0;
                 if !table.iter().any(|t: &Service| t.key() == s.key()) {
                     table.push(s);
                 }

@@ -225,11 +225,17 @@ mod tests {
             proto,
             backends: backends.iter().map(|b| b.parse().expect("backend")).collect(),
             affinity: None,
+            maglev: false,
         }
     }
 
     fn upsert(vip: &str, port: u16, proto: Protocol, backends: &[&str]) -> Change {
         Change::Upsert(service(vip, port, proto, backends))
+    }
+
+    /// The upsert of the node port frontend 192.168.77.1:30080/TCP, which has Maglev.
+    fn node_port_upsert(backends: &[&str]) -> Change {
+        Change::Upsert(Service { maglev: true, ..service("192.168.77.1", 30080, Protocol::Tcp, backends) })
     }
 
     fn remove(vip: &str, port: u16, proto: Protocol) -> Change {
@@ -308,12 +314,12 @@ mod tests {
         spec.type_ = Some("NodePort".into());
         spec.ports.as_mut().expect("ports")[0].node_port = Some(30080);
         cache.apply_service(web.clone());
-        assert_eq!(cache.changes(), vec![upsert("192.168.77.1", 30080, Protocol::Tcp, &both)]);
+        assert_eq!(cache.changes(), vec![node_port_upsert(&both)]);
 
         // externalTrafficPolicy: Local narrows the node port frontend only.
         web.spec.as_mut().expect("spec").external_traffic_policy = Some("Local".into());
         cache.apply_service(web.clone());
-        assert_eq!(cache.changes(), vec![upsert("192.168.77.1", 30080, Protocol::Tcp, &["10.244.1.1:8080"])]);
+        assert_eq!(cache.changes(), vec![node_port_upsert(&["10.244.1.1:8080"])]);
 
         // Back to ClusterIP: the node port frontend goes.
         web.spec.as_mut().expect("spec").type_ = Some("ClusterIP".into());

@@ -192,12 +192,17 @@ pub fn service_frontends_on<'a>(
             proto,
             backends: backends(port, proto, &own, internal_local),
             affinity,
+            // Local clients reach the ClusterIP through the socket programs, which pick at random.
+            maglev: false,
         });
         let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0 && has_node_ports);
         if let Some(node_port) = node_port {
             let external = backends(port, proto, &own, external_local);
             for &address in node.addresses {
-                frontends.push(Service { vip: address, port: node_port, proto, backends: external.clone(), affinity });
+                // External flows may reach any node, and the node may lose its conntrack: Maglev
+                // sends each to the same backend everywhere.
+                let backends = external.clone();
+                frontends.push(Service { vip: address, port: node_port, proto, backends, affinity, maglev: true });
             }
         }
     }
@@ -386,7 +391,13 @@ pub(crate) mod tests {
             proto,
             backends: backends.iter().map(|b| addr(b)).collect(),
             affinity: None,
+            maglev: false,
         }
+    }
+
+    /// A node port frontend: [`frontend`] with Maglev.
+    fn node_port_frontend(vip: &str, port: u16, proto: Protocol, backends: &[&str]) -> Service {
+        Service { maglev: true, ..frontend(vip, port, proto, backends) }
     }
 
     fn with_affinity(affinity: Option<&str>, timeout: Option<i32>) -> KubeService {
@@ -731,12 +742,12 @@ pub(crate) mod tests {
                 frontend("10.96.0.20", 53, Protocol::Udp, &dns),
                 frontend("10.96.0.20", 80, Protocol::Tcp, &http),
                 frontend("10.96.0.20", 81, Protocol::Tcp, &["10.244.1.5:8081", "10.244.2.7:8081"]),
-                frontend("192.168.77.1", 30053, Protocol::Udp, &dns),
-                frontend("192.168.77.1", 30080, Protocol::Tcp, &http),
-                frontend("203.0.113.7", 30053, Protocol::Udp, &dns),
-                frontend("203.0.113.7", 30080, Protocol::Tcp, &http),
+                node_port_frontend("192.168.77.1", 30053, Protocol::Udp, &dns),
+                node_port_frontend("192.168.77.1", 30080, Protocol::Tcp, &http),
+                node_port_frontend("203.0.113.7", 30053, Protocol::Udp, &dns),
+                node_port_frontend("203.0.113.7", 30080, Protocol::Tcp, &http),
             ],
-            "a port without nodePort has its ClusterIP frontend only"
+            "a port without nodePort has its ClusterIP frontend only; node port frontends have Maglev"
         );
         assert_eq!(
             service_frontends_on(&svc, &slices, ThisNode::named("node-a")).len(),
@@ -753,8 +764,8 @@ pub(crate) mod tests {
             service_frontends_on(&lb, &slices, node_a()),
             vec![
                 frontend("10.96.0.20", 80, Protocol::Tcp, &["10.244.1.5:8080"]),
-                frontend("192.168.77.1", 31000, Protocol::Tcp, &["10.244.1.5:8080"]),
-                frontend("203.0.113.7", 31000, Protocol::Tcp, &["10.244.1.5:8080"]),
+                node_port_frontend("192.168.77.1", 31000, Protocol::Tcp, &["10.244.1.5:8080"]),
+                node_port_frontend("203.0.113.7", 31000, Protocol::Tcp, &["10.244.1.5:8080"]),
             ]
         );
         // `allocateLoadBalancerNodePorts: false`: no nodePort, so no node port frontend.

@@ -6,10 +6,12 @@ use std::fmt::Write as _;
 use crate::datapath::Service;
 
 /// The services as a table: `ID  FRONTEND  BACKENDS`, each backend on its own line as
-/// `N => ADDR:PORT/PROTO`. `services` are (datapath service id, service) in display order.
+/// `N => ADDR:PORT/PROTO`; a frontend with a Maglev table is marked `(maglev)`. `services` are
+/// (datapath service id, service) in display order.
 pub fn service_list(services: &[(u32, Service)]) -> String {
     let ids: Vec<String> = services.iter().map(|(id, _)| id.to_string()).collect();
-    let frontends: Vec<String> = services.iter().map(|(_, s)| s.to_string()).collect();
+    let frontends: Vec<String> =
+        services.iter().map(|(_, s)| if s.maglev { format!("{s} (maglev)") } else { s.to_string() }).collect();
     let id_width = ids.iter().map(String::len).chain([2]).max().unwrap_or(2) + 3;
     let frontend_width = frontends.iter().map(String::len).chain(["FRONTEND".len()]).max().unwrap_or(8) + 3;
     let mut out = String::new();
@@ -58,6 +60,7 @@ mod tests {
                     proto: Protocol::Udp,
                     backends: vec!["10.244.1.5:5353".parse().expect("addr"), "10.244.2.7:5353".parse().expect("addr")],
                     affinity: None,
+                    maglev: false,
                 },
             ),
             (
@@ -68,14 +71,27 @@ mod tests {
                     proto: Protocol::Tcp,
                     backends: vec![],
                     affinity: None,
+                    maglev: false,
+                },
+            ),
+            (
+                13,
+                Service {
+                    vip: "192.168.77.1".parse().expect("vip"),
+                    port: 30080,
+                    proto: Protocol::Tcp,
+                    backends: vec!["10.244.1.5:8080".parse().expect("addr")],
+                    affinity: None,
+                    maglev: true,
                 },
             ),
         ];
         let expected = "\
-ID   FRONTEND                 BACKENDS
-7    10.96.0.10:53/UDP        1 => 10.244.1.5:5353/UDP
-                              2 => 10.244.2.7:5353/UDP
-12   10.96.100.200:8080/TCP   (no backends)
+ID   FRONTEND                          BACKENDS
+7    10.96.0.10:53/UDP                 1 => 10.244.1.5:5353/UDP
+                                       2 => 10.244.2.7:5353/UDP
+12   10.96.100.200:8080/TCP            (no backends)
+13   192.168.77.1:30080/TCP (maglev)   1 => 10.244.1.5:8080/TCP
 ";
         assert_eq!(service_list(&services), expected);
         assert_eq!(service_list(&[]), "ID   FRONTEND   BACKENDS\n");

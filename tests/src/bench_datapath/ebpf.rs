@@ -96,6 +96,7 @@ fn service(service: &Service) -> lb::Service {
         proto: Protocol::Tcp,
         backends: service.endpoints.iter().map(|ip| SocketAddrV4::new(*ip, TARGET_PORT)).collect(),
         affinity: None,
+        maglev: false,
     }
 }
 

@@ -122,6 +122,7 @@ fn service(vip: Ipv4Addr, endpoints: &[Ipv4Addr]) -> lb::Service {
         proto: Protocol::Tcp,
         backends: endpoints.iter().map(|ip| SocketAddrV4::new(*ip, TARGET_PORT)).collect(),
         affinity: None,
+        maglev: false,
     }
 }
 
