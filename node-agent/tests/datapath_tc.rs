@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use keelson_ebpf_common::{AFFINITY_IPV4, AffinityKey, Counter, CtKey, PROG_TC_NAT};
 use node_agent::datapath::{Config, Datapath, Protocol, Service};
-use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN};
+use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -185,6 +185,26 @@ fn a_backend_reply_comes_from_the_service() {
     let other_backend = TCP_BACKENDS.into_iter().find(|b| *b != backend).expect("three backends");
     nat.passes_unchanged(&Frame::tcp(other_backend, CLIENT).build(), "reply from another backend");
     assert_eq!(nat.counter(Counter::TcRevNat), 1);
+}
+
+#[test]
+fn a_reset_in_either_direction_forgets_the_flow() {
+    let nat = Nat::new();
+    let (request, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    let backend = request.dst;
+    let reset = Frame { tcp_flags: TCP_RST | TCP_ACK, ..Frame::tcp(CLIENT, web()) };
+    let (out, _) = nat.translated(&reset);
+    assert_eq!(out.dst, backend, "the reset itself still reaches the backend");
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty(), "the client's reset ends the flow");
+    assert!(nat.datapath.rev_nat().expect("read CT_REV").is_empty());
+
+    let other = SocketAddrV4::new(*CLIENT.ip(), 40_100);
+    let (request, _) = nat.translated(&Frame::tcp(other, web()));
+    let reset = Frame { tcp_flags: TCP_RST, ..Frame::tcp(request.dst, other) };
+    let (out, _) = nat.translated(&reset);
+    assert_eq!((out.src, out.dst), (web(), other), "the backend's reset is translated back");
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty(), "the backend's reset ends the flow");
+    assert!(nat.datapath.rev_nat().expect("read CT_REV").is_empty());
 }
 
 #[test]

@@ -12,7 +12,7 @@ fn quick_run_measures_every_mode_and_leaves_the_host_alone() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench-datapath failed: {}\nstderr:\n{stderr}", output.status);
-    for mode in ["eBPF", "iptables-nft", "nftables"] {
+    for mode in ["eBPF", "eBPF TC", "iptables-nft", "nftables"] {
         for services in ["1", "1000"] {
             let spread = format!("{mode} {services}: spread of the last Service over the backends ");
             let line = stdout

@@ -92,7 +92,12 @@ pub(crate) struct Packet {
     pub(crate) csum_off: usize,
     /// Extra `bpf_l4_csum_replace` flags: UDP's "0 means no checksum" (non-zero for UDP).
     pub(crate) csum_flags: u64,
+    /// TCP's flags byte (0 for UDP).
+    pub(crate) tcp_flags: u8,
 }
+
+/// TCP's reset flag.
+const TCP_RST: u8 = 0x04;
 
 impl Packet {
     /// The flow as the packet carries it.
@@ -112,6 +117,12 @@ impl Packet {
     #[inline(always)]
     pub(crate) fn is_udp(&self) -> bool {
         self.ip.proto == IPPROTO_UDP
+    }
+
+    /// A TCP reset: the connection is over, in both directions.
+    #[inline(always)]
+    pub(crate) fn is_reset(&self) -> bool {
+        self.tcp_flags & TCP_RST != 0
     }
 }
 
@@ -149,14 +160,15 @@ pub(crate) fn parse(ctx: &impl PacketRead) -> Result<Packet, Skip> {
     }
     let l4 = ETH_HLEN + ihl;
     // Reading the whole minimal header proves it is in the buffer.
-    let (sport, dport) = if ip.proto == IPPROTO_TCP {
+    let (sport, dport, tcp_flags) = if ip.proto == IPPROTO_TCP {
         let tcp: [u16; TCP_HLEN / 2] = ctx.read(l4).map_err(|()| Skip::Malformed)?;
-        (tcp[0], tcp[1])
+        // Bytes 12 and 13: data offset, then the flags.
+        (tcp[0], tcp[1], (u16::from_be(tcp[6]) & 0xff) as u8)
     } else {
         let udp: [u16; UDP_HLEN / 2] = ctx.read(l4).map_err(|()| Skip::Malformed)?;
-        (udp[0], udp[1])
+        (udp[0], udp[1], 0)
     };
-    Ok(Packet { ip, l4, sport, dport, csum_off: l4 + csum_off, csum_flags })
+    Ok(Packet { ip, l4, sport, dport, csum_off: l4 + csum_off, csum_flags, tcp_flags })
 }
 
 /// The conntrack entry of a packet to a service: the flow's own, or a new one with a backend
@@ -227,4 +239,14 @@ pub(crate) fn forward_entry(
         bump(ct_failed);
     }
     Ok(entry)
+}
+
+/// Forgets a translated flow: its forward entry (`flow`, as the client sends it) and the reverse
+/// entry of its backend (`reply`). Called when a TCP reset passes in either direction, so that a
+/// later connection that reuses the client's port starts afresh.
+#[inline(always)]
+pub(crate) fn forget(flow: &CtKey, reply: &CtKey) {
+    // Absent entries (another CPU was first, or LRU evicted them) are no error.
+    let _ = CT.remove(flow);
+    let _ = CT_REV.remove(reply);
 }

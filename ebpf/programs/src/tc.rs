@@ -27,6 +27,12 @@
 //! non-linear buffers. Parsing and the conntrack maps are shared with `xdp_nodeport`
 //! ([`crate::nat`]).
 //!
+//! Entries have no timer: a TCP reset in either direction removes the flow's two entries; other
+//! finished flows stay until LRU eviction. Not handled yet: a connection straight to a backend
+//! that reuses the client port of an earlier, FIN-closed service connection to that backend has
+//! its replies rewritten by the stale reverse entry (netfilter's conntrack would have timed it
+//! out; that needs timestamps and a collector).
+//!
 //! Not handled: ICMP errors about translated flows, and hairpin. A pod whose packet to its own
 //! service is translated here to its own address gets it back through its veth with its own
 //! address as the source: its kernel drops such a packet (a "martian" with a local source), and
@@ -39,10 +45,10 @@
 use aya_ebpf::bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use keelson_ebpf_common::{Counter, ServiceAddr, ServiceKey};
+use keelson_ebpf_common::{Counter, CtKey, ServiceAddr, ServiceKey};
 
 use crate::nat::{
-    CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF, Packet, PacketRead, Skip,
+    CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF, Packet, PacketRead, Skip, forget,
     forward_entry, parse,
 };
 use crate::{SERVICES, bump};
@@ -114,6 +120,17 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
                 new_port: entry.backend_port,
             },
         )?;
+        if packet.is_reset() {
+            let reply = CtKey {
+                saddr: entry.backend,
+                daddr: ip.saddr,
+                sport: entry.backend_port,
+                dport: packet.sport,
+                proto: ip.proto,
+                _pad: [0; 3],
+            };
+            forget(&packet.flow(), &reply);
+        }
         return Ok(Counter::TcDnat);
     }
     let reply = packet.flow();
@@ -131,6 +148,11 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
             new_port: port,
         },
     )?;
+    if packet.is_reset() {
+        let flow =
+            CtKey { saddr: ip.daddr, daddr: vip, sport: packet.dport, dport: port, proto: ip.proto, _pad: [0; 3] };
+        forget(&flow, &reply);
+    }
     Ok(Counter::TcRevNat)
 }
 

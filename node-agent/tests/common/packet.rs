@@ -13,6 +13,8 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
+#[allow(dead_code, reason = "not every test binary sends resets")]
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 /// IPv4 "more fragments" flag in the host-order `frag_off` field.

@@ -43,16 +43,23 @@ pub trait Datapath {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Ebpf,
+    EbpfTc,
     Iptables,
     Nftables,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Ebpf, Mode::Iptables, Mode::Nftables];
+    pub const ALL: [Mode; 4] = [Mode::Ebpf, Mode::EbpfTc, Mode::Iptables, Mode::Nftables];
+
+    /// Keelson's own datapaths (the rest are kube-proxy's, the baselines).
+    pub fn is_ebpf(self) -> bool {
+        matches!(self, Mode::Ebpf | Mode::EbpfTc)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
             Mode::Ebpf => "eBPF",
+            Mode::EbpfTc => "eBPF TC",
             Mode::Iptables => "iptables-nft",
             Mode::Nftables => "nftables",
         }
@@ -62,7 +69,8 @@ impl Mode {
     /// rule files and mounts.
     pub fn datapath(self, scratch: &Path) -> Option<Box<dyn Datapath>> {
         match self {
-            Mode::Ebpf => Some(Box::new(ebpf::Ebpf::new(scratch))),
+            Mode::Ebpf => Some(Box::new(ebpf::Ebpf::new(ebpf::Hook::Socket, scratch))),
+            Mode::EbpfTc => Some(Box::new(ebpf::Ebpf::new(ebpf::Hook::Tc, scratch))),
             Mode::Iptables => Some(Box::new(iptables::Iptables::new(scratch))),
             Mode::Nftables => Some(Box::new(nftables::Nftables::new(scratch))),
         }

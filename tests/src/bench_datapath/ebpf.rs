@@ -1,15 +1,19 @@
-//! The eBPF datapath under test: Keelson's socket load balancer (`node_agent::datapath`).
+//! The eBPF datapaths under test (`node_agent::datapath`), at their two places in a node:
 //!
-//! The client stands for a pod: on a Keelson node every pod runs in the project's cgroup subtree,
-//! where `cgroup/connect4` sends a ClusterIP connect straight to a backend, so no packet of the
-//! connection is translated in the node. Here that is a cgroup of this run's own
-//! (`kbdp-<pid>-ebpf`, under the cgroup2 hierarchy; never the root) holding this process while the
-//! mode is measured: the client threads connect from it. [`Datapath::remove`] moves the process
-//! back to the cgroup it came from and deletes the cgroup, so the iptables and nftables modes run
-//! without any program on their path.
+//! - [`Hook::Socket`]: the client stands for a pod. On a Keelson node every pod runs in the
+//!   project's cgroup subtree, where `cgroup/connect4` sends a ClusterIP connect straight to a
+//!   backend, so no packet of the connection is translated in the node. Here that is a cgroup of
+//!   this run's own (`kbdp-<pid>-ebpf`, under the cgroup2 hierarchy; never the root) holding this
+//!   process while the mode is measured: the client threads connect from it. Unloading moves the
+//!   process back to the cgroup it came from and deletes the cgroup, so the other modes run
+//!   without any program on their path.
+//! - [`Hook::Tc`]: the client is outside any cgroup of ours, and `tc_nat` translates every packet
+//!   in the node namespace, where kube-proxy's rules act: on the ingress of the client-facing
+//!   veth (DNAT to a backend, conntrack entry) and of the backend-facing one (replies get the
+//!   service address back). This is the path of traffic the socket programs do not see.
 //!
 //! Programming is [`Datapath::sync`] (a full table onto empty maps) and [`Datapath::upsert`] (one
-//! Service), timed around the map writes they make.
+//! Service), timed around the map writes they make; both hooks read the same maps.
 
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -22,16 +26,33 @@ use super::datapath::Datapath;
 use super::services::{SERVICE_PORT, Service, ServiceTable, TARGET_PORT};
 use super::topology::Netns;
 
+/// Where the programs act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Socket,
+    Tc,
+}
+
+/// The node namespace's interfaces `tc_nat` is attached to.
+const TC_INTERFACES: [&str; 2] = ["to-client", "to-backend"];
+
 pub struct Ebpf {
+    hook: Hook,
     /// Where a private cgroup2 mount goes when the machine has none.
     scratch: PathBuf,
     state: Option<Loaded>,
 }
 
 /// What exists while the mode is measured. Field order is drop order: the programs detach before
-/// the cgroup goes, and the mount (if this run made one) goes last.
+/// the cgroup goes.
 struct Loaded {
     datapath: lb::Datapath,
+    cgroup: Option<Joined>,
+}
+
+/// The benchmark cgroup this process joined ([`Hook::Socket`]). The mount (if this run made one)
+/// goes after the cgroup.
+struct Joined {
     cgroup: cgroup::OwnedCgroup,
     /// The cgroup this process was in before it joined `cgroup`.
     home: PathBuf,
@@ -39,34 +60,55 @@ struct Loaded {
 }
 
 impl Ebpf {
-    pub fn new(scratch: &Path) -> Ebpf {
-        Ebpf { scratch: scratch.to_owned(), state: None }
+    pub fn new(hook: Hook, scratch: &Path) -> Ebpf {
+        Ebpf { hook, scratch: scratch.to_owned(), state: None }
     }
 
     fn loaded(&mut self) -> anyhow::Result<&mut lb::Datapath> {
         self.state.as_mut().map(|state| &mut state.datapath).ok_or_else(|| anyhow!("eBPF datapath not loaded"))
     }
 
-    /// Loads the programs, attaches them to a fresh cgroup and moves this process into it.
-    fn load(&mut self) -> anyhow::Result<()> {
+    /// Loads the programs and attaches them where [`Self::hook`] says.
+    fn load(&mut self, node: &Netns) -> anyhow::Result<()> {
+        let mut datapath = lb::Datapath::load(&Config { pin_dir: None }).context("load the eBPF programs")?;
+        let cgroup = match self.hook {
+            Hook::Socket => Some(self.join_cgroup(&mut datapath)?),
+            Hook::Tc => {
+                // Attaching works on the calling thread's namespace: do it from inside the node.
+                node.run(|| {
+                    for iface in TC_INTERFACES {
+                        datapath.attach_tc(iface).with_context(|| format!("attach tc_nat to {iface}"))?;
+                    }
+                    Ok(())
+                })?;
+                None
+            }
+        };
+        self.state = Some(Loaded { datapath, cgroup });
+        Ok(())
+    }
+
+    /// A fresh cgroup with the socket programs attached, and this process in it.
+    fn join_cgroup(&self, datapath: &mut lb::Datapath) -> anyhow::Result<Joined> {
         let private = self.scratch.join("cgroup2");
         let (hierarchy, mounted) = cgroup::ensure_hierarchy(&private).context("a cgroup2 hierarchy")?;
         let home = own_cgroup(&hierarchy)?;
         let name = format!("kbdp-{}-ebpf", std::process::id());
         let cgroup = cgroup::OwnedCgroup::create(&hierarchy, &name).context("create the benchmark cgroup")?;
-        let mut datapath = lb::Datapath::load(&Config { pin_dir: None }).context("load the eBPF programs")?;
         datapath.attach_cgroup(cgroup.path()).context("attach the socket programs")?;
         cgroup.add_process(std::process::id()).context("move this process into the benchmark cgroup")?;
-        self.state = Some(Loaded { datapath, cgroup, home, mounted: mounted.then_some(private) });
-        Ok(())
+        Ok(Joined { cgroup, home, mounted: mounted.then_some(private) })
     }
 
     /// Moves this process home, then drops the programs, the cgroup and any private mount.
     fn unload(&mut self) -> anyhow::Result<()> {
-        let Some(state) = self.state.take() else { return Ok(()) };
-        let moved = std::fs::write(state.home.join("cgroup.procs"), std::process::id().to_string())
-            .with_context(|| format!("move this process back to {}", state.home.display()));
-        let Loaded { datapath, cgroup, mounted, .. } = state;
+        let Some(Loaded { datapath, cgroup }) = self.state.take() else { return Ok(()) };
+        let Some(Joined { cgroup, home, mounted }) = cgroup else {
+            drop(datapath);
+            return Ok(());
+        };
+        let moved = std::fs::write(home.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("move this process back to {}", home.display()));
         drop(datapath);
         drop(cgroup);
         if let Some(mount) = mounted
@@ -102,16 +144,20 @@ fn service(service: &Service) -> lb::Service {
 
 impl Datapath for Ebpf {
     fn version(&self) -> String {
+        let programs = match self.hook {
+            Hook::Socket => "socket LB: cgroup connect4/sendmsg4/recvmsg4/getpeername4",
+            Hook::Tc => "tc_nat on the node's veths: per-packet DNAT, conntrack, reverse NAT",
+        };
         format!(
-            "keelson socket LB (cgroup connect4/sendmsg4/recvmsg4/getpeername4; object {}, sources {})",
+            "keelson {programs} (object {}, sources {})",
             lb::OBJECT_ORIGIN,
             &lb::SOURCE_HASH[..lb::SOURCE_HASH.len().min(12)]
         )
     }
 
-    fn reset(&mut self, _node: &Netns) -> anyhow::Result<()> {
+    fn reset(&mut self, node: &Netns) -> anyhow::Result<()> {
         self.unload()?;
-        self.load()
+        self.load(node)
     }
 
     fn remove(&mut self, _node: &Netns) -> anyhow::Result<()> {

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use crate::bench::stats::{Table, fmt_ns, fmt_rate, median_f64, median_u64};
 
-use super::datapath::Mode;
 use super::services::{SERVICE_PORT, TARGET_PORT};
-use super::{Floor, Latency, Measured, Results, SLOW_CONNECT_NS};
+use super::{Floor, Latency, Measured, ModeResult, Results, SLOW_CONNECT_NS};
 
 /// Medians over runs of one latency figure.
 fn medians(runs: &[Latency]) -> Latency {
@@ -116,12 +115,13 @@ pub fn render(results: &Results) -> String {
         }
     }
     out.push_str(&table.render());
-    if results.modes.iter().any(|m| m.mode == Mode::Ebpf && m.version.is_some()) {
+    if results.modes.iter().any(|m| m.mode.is_ebpf() && m.version.is_some()) {
         let _ = writeln!(
             out,
             "eBPF: the client runs in a cgroup with Keelson's socket programs attached, as pods do on a Keelson \
              node: connect4 picks the backend at connect time and no packet is translated in the node. \
-             Clients outside the cgroup (NodePort from other hosts) take the TC/XDP path, not measured here."
+             eBPF TC: the client is outside that cgroup and tc_nat translates every packet on the node's \
+             veths, where kube-proxy's rules act (traffic the socket programs do not see)."
         );
     }
 
@@ -236,32 +236,37 @@ pub fn render(results: &Results) -> String {
     out
 }
 
-/// The eBPF datapath's figures as ratios of each baseline's at the same size.
+/// Each eBPF datapath's figures as ratios of each baseline's at the same size.
 fn versus_baselines(out: &mut String, results: &Results) {
-    let Some(ebpf) = results.modes.iter().find(|m| m.mode == Mode::Ebpf && m.version.is_some()) else {
+    let measured = |m: &&ModeResult| m.version.is_some();
+    let ebpf: Vec<&ModeResult> = results.modes.iter().filter(|m| m.mode.is_ebpf()).filter(measured).collect();
+    if ebpf.is_empty() {
         return;
-    };
+    }
     let _ = writeln!(
         out,
         "\n-- eBPF as a ratio of each baseline at the same size (latency and programming time: below 1 is \
          better; conn/s: above 1 is better) --"
     );
     let mut table =
-        Table::new(&["baseline", "services", "last p50", "last p99", "conn/s", "full sync", "endpoint change"]);
-    for base in results.modes.iter().filter(|m| m.mode != Mode::Ebpf && m.version.is_some()) {
-        for size in &ebpf.sizes {
-            let Some(other) = base.sizes.iter().find(|s| s.services == size.services) else { continue };
-            let (mine, theirs) = (medians(&size.last), medians(&other.last));
-            let f = |ns: u64| ns as f64;
-            table.row(vec![
-                base.mode.label().into(),
-                size.services.to_string(),
-                ratio(f(mine.p50), f(theirs.p50)),
-                ratio(f(mine.p99), f(theirs.p99)),
-                ratio(rate_median(&size.rate), rate_median(&other.rate)),
-                ratio(f(duration_median(&size.full_syncs)), f(duration_median(&other.full_syncs))),
-                ratio(f(duration_median(&size.changes)), f(duration_median(&other.changes))),
-            ]);
+        Table::new(&["mode", "baseline", "services", "last p50", "last p99", "conn/s", "full sync", "endpoint change"]);
+    for mode in ebpf {
+        for base in results.modes.iter().filter(|m| !m.mode.is_ebpf()).filter(measured) {
+            for size in &mode.sizes {
+                let Some(other) = base.sizes.iter().find(|s| s.services == size.services) else { continue };
+                let (mine, theirs) = (medians(&size.last), medians(&other.last));
+                let f = |ns: u64| ns as f64;
+                table.row(vec![
+                    mode.mode.label().into(),
+                    base.mode.label().into(),
+                    size.services.to_string(),
+                    ratio(f(mine.p50), f(theirs.p50)),
+                    ratio(f(mine.p99), f(theirs.p99)),
+                    ratio(rate_median(&size.rate), rate_median(&other.rate)),
+                    ratio(f(duration_median(&size.full_syncs)), f(duration_median(&other.full_syncs))),
+                    ratio(f(duration_median(&size.changes)), f(duration_median(&other.changes))),
+                ]);
+            }
         }
     }
     out.push_str(&table.render());
@@ -274,14 +279,17 @@ const RATE_TARGET: f64 = 0.95;
 const ENDPOINT_CHANGE_TARGET: Duration = Duration::from_millis(1);
 const FULL_SYNC_TARGET: Duration = Duration::from_millis(200);
 
-/// The issue's targets, checked on the eBPF datapath at the largest size measured.
+/// The issue's targets, checked on each eBPF datapath at the largest size measured.
 fn targets(out: &mut String, results: &Results, floor_p50: u64, floor_rate: f64) {
-    let Some(ebpf) = results.modes.iter().find(|m| m.mode == Mode::Ebpf && m.version.is_some()) else {
-        return;
-    };
+    for ebpf in results.modes.iter().filter(|m| m.mode.is_ebpf() && m.version.is_some()) {
+        mode_targets(out, ebpf, floor_p50, floor_rate);
+    }
+}
+
+fn mode_targets(out: &mut String, ebpf: &ModeResult, floor_p50: u64, floor_rate: f64) {
     let Some(size) = ebpf.sizes.iter().max_by_key(|s| s.services) else { return };
     let n = size.services;
-    let _ = writeln!(out, "\n-- targets (eBPF at {n} services) --");
+    let _ = writeln!(out, "\n-- targets ({} at {n} services) --", ebpf.mode.label());
     let pass = |ok: bool| if ok { "PASS" } else { "MISS" }.to_owned();
     let mut table = Table::new(&["target", "measured", "result"]);
     let last = medians(&size.last);
