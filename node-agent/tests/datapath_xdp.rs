@@ -12,6 +12,8 @@
 
 #[path = "common/packet.rs"]
 mod packet;
+#[path = "common/topology.rs"]
+mod topology;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -385,12 +387,9 @@ fn the_committed_object_has_the_fast_path_too() {
 /// namespaces; nothing is added to the host's. Everything is deleted on drop, also when an
 /// assertion fails.
 mod netns {
-    use std::fs::File;
-    use std::io::{Read as _, Write as _};
+    use std::io::Read as _;
     use std::net::{TcpListener, TcpStream, UdpSocket};
-    use std::path::PathBuf;
-    use std::process::Command;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use k8s_openapi::api::core::v1::{Service as KubeService, ServicePort, ServiceSpec};
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
@@ -398,6 +397,7 @@ mod netns {
     use node_agent::proxy::desired::{SERVICE_NAME_LABEL, ThisNode, desired_table};
 
     use super::*;
+    use topology::Topology;
 
     const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
     const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
@@ -409,111 +409,29 @@ mod netns {
     const TIMEOUT: Duration = Duration::from_secs(5);
     const EXCHANGES: usize = 5;
 
-    fn ip(args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip (iproute2 must be installed)");
-        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// The namespaces this test created; deleted (with their veths) on drop.
-    struct Topology {
-        pid: u32,
-        created: Vec<String>,
-    }
-
-    impl Topology {
-        fn ns(&self, tag: &str) -> String {
-            format!("knp-{}-{tag}", self.pid)
-        }
-
-        fn link(&self, name: &str) -> String {
-            format!("knp{}{name}", self.pid)
-        }
-
-        fn add_ns(&mut self, tag: &str) -> String {
-            let name = self.ns(tag);
-            ip(&["netns", "add", &name]);
-            self.created.push(name.clone());
-            ip(&["-n", &name, "link", "set", "lo", "up"]);
-            name
-        }
-
-        /// A veth `<end>0` in `ns` with `addr/24` and a default route via `gateway`, peered with
-        /// `<end>1` in the node namespace holding `gateway/24`.
-        fn wire(&self, ns: &str, end: &str, addr: Ipv4Addr, gateway: Ipv4Addr) {
-            let node = self.ns("n");
-            let (inner, outer) = (self.link(&format!("{end}0")), self.link(&format!("{end}1")));
-            ip(&["-n", ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns", &node]);
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
-            ip(&["-n", ns, "link", "set", &inner, "up"]);
-            ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string()]);
-            ip(&["-n", &node, "addr", "add", &format!("{gateway}/24"), "dev", &outer]);
-            ip(&["-n", &node, "link", "set", &outer, "up"]);
-        }
-
-        fn build() -> Self {
-            let mut topo = Self { pid: std::process::id(), created: Vec::new() };
-            topo.add_ns("n");
-            // Before the veths exist, so that they inherit `default`. A reply reverse-translated
-            // on b1 comes in with the node's own address as its source, which the kernel drops as
-            // martian unless `accept_local` is set (a node needs it on its pod veths for NodePort).
-            topo.in_ns("n", || {
-                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the node namespace");
-                for conf in ["all", "default"] {
-                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0").expect("rp_filter");
-                    std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/accept_local"), "1").expect("accept_local");
-                }
-            });
-            let client = topo.add_ns("c");
-            let backend = topo.add_ns("b");
-            topo.wire(&client, "c", CLIENT_ADDR, NODE_IP);
-            topo.wire(&backend, "b", *BACKEND.ip(), POD_GATEWAY);
-            // Like a NIC's receive path, the node gets complete checksums from the client rather
-            // than veth's offloaded (pseudo-header only) ones, so the backend's stack really
-            // checks what XDP patched.
-            let c0 = topo.link("c0");
-            topo.in_ns("c", || disable_tx_checksum(&c0));
-            topo
-        }
-
-        fn netns_path(&self, tag: &str) -> PathBuf {
-            PathBuf::from("/run/netns").join(self.ns(tag))
-        }
-
-        fn in_ns<T: Send>(&self, tag: &str, f: impl FnOnce() -> T + Send) -> T {
-            let file = File::open(self.netns_path(tag)).expect("open the namespace");
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
-                        f()
-                    })
-                    .join()
-                    .expect("the thread in the namespace panicked")
-            })
-        }
-
-        fn spawn_in_ns<T: Send + 'static>(
-            &self,
-            tag: &str,
-            f: impl FnOnce() -> T + Send + 'static,
-        ) -> std::thread::JoinHandle<T> {
-            let file = File::open(self.netns_path(tag)).expect("open the namespace");
-            std::thread::spawn(move || {
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
-                f()
-            })
-        }
-    }
-
-    impl Drop for Topology {
-        fn drop(&mut self) {
-            for ns in self.created.iter().rev() {
-                let deleted = Command::new("ip").args(["netns", "del", ns]).status();
-                if !deleted.is_ok_and(|status| status.success()) {
-                    eprintln!("could not delete namespace {ns}");
-                }
+    fn build() -> Topology {
+        let mut topo = Topology::new("knp");
+        topo.add_ns("n");
+        // Before the veths exist, so that they inherit `default`. A reply reverse-translated
+        // on b1 comes in with the node's own address as its source, which the kernel drops as
+        // martian unless `accept_local` is set (a node needs it on its pod veths for NodePort).
+        topo.in_ns("n", || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the node namespace");
+            for conf in ["all", "default"] {
+                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0").expect("rp_filter");
+                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/accept_local"), "1").expect("accept_local");
             }
-        }
+        });
+        let client = topo.add_ns("c");
+        let backend = topo.add_ns("b");
+        topo.wire(&client, "c", CLIENT_ADDR, NODE_IP);
+        topo.wire(&backend, "b", *BACKEND.ip(), POD_GATEWAY);
+        // Like a NIC's receive path, the node gets complete checksums from the client rather
+        // than veth's offloaded (pseudo-header only) ones, so the backend's stack really
+        // checks what XDP patched.
+        let c0 = topo.link("c0");
+        topo.in_ns("c", || disable_tx_checksum(&c0));
+        topo
     }
 
     /// `ethtool -K <iface> tx off` (no ethtool binary here): the `ETHTOOL_STXCSUM` ioctl on an
@@ -599,35 +517,13 @@ mod netns {
         )
     }
 
-    /// Answers `EXCHANGES` TCP connections and `EXCHANGES` datagrams with the peer it saw.
-    fn serve(listener: TcpListener, udp: UdpSocket) {
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let deadline = Instant::now() + TIMEOUT * 2;
-        let mut served = 0;
-        while served < EXCHANGES && Instant::now() < deadline {
-            match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    let _ = writeln!(stream, "{peer}");
-                    served += 1;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        let mut buf = [0; 64];
-        for _ in 0..EXCHANGES {
-            let Ok((_, from)) = udp.recv_from(&mut buf) else { break };
-            let _ = udp.send_to(from.to_string().as_bytes(), from);
-        }
-    }
-
     /// From the client namespace: `EXCHANGES` TCP connections and UDP exchanges with the node
     /// port; returns the client address the backend reported each time.
     fn exchange(topo: &Topology) -> Vec<SocketAddrV4> {
         let (listener, udp) = topo.in_ns("b", || {
             (TcpListener::bind(BACKEND).expect("bind TCP"), UdpSocket::bind(BACKEND).expect("bind UDP"))
         });
-        let server = topo.spawn_in_ns("b", move || serve(listener, udp));
+        let server = topo.spawn_in_ns("b", move || topology::serve(listener, udp, EXCHANGES, TIMEOUT));
         let seen = topo.in_ns("c", || {
             let target = SocketAddrV4::new(NODE_IP, NODE_PORT);
             let mut seen = Vec::new();
@@ -660,7 +556,7 @@ mod netns {
 
     #[test]
     fn node_port_reaches_a_local_backend_through_xdp_and_through_tc() {
-        let topo = Topology::build();
+        let topo = build();
         let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
         let (services, slices) = cluster_objects();
         let node = ThisNode { name: Some(NODE_NAME), addresses: &[NODE_IP] };

@@ -1,0 +1,125 @@
+//! Network namespaces for the datapath tests that run real traffic: `<prefix>-<pid>-<tag>`
+//! namespaces joined by veths `<prefix><pid><end>0`/`1`, created straight inside the namespaces
+//! (never in the host's) and deleted on drop, also when an assertion fails.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `ip args…`; panics with stderr when it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip (iproute2 must be installed)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The namespaces a test created; deleted (with their veths) on drop.
+pub struct Topology {
+    prefix: &'static str,
+    pid: u32,
+    created: Vec<String>,
+}
+
+impl Topology {
+    /// Nothing created yet; every name starts with `prefix`.
+    pub fn new(prefix: &'static str) -> Self {
+        Self { prefix, pid: std::process::id(), created: Vec::new() }
+    }
+
+    pub fn ns(&self, tag: &str) -> String {
+        format!("{}-{}-{tag}", self.prefix, self.pid)
+    }
+
+    pub fn link(&self, name: &str) -> String {
+        format!("{}{}{name}", self.prefix, self.pid)
+    }
+
+    /// Creates namespace `tag` with its loopback up.
+    pub fn add_ns(&mut self, tag: &str) -> String {
+        let name = self.ns(tag);
+        ip(&["netns", "add", &name]);
+        self.created.push(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// A veth `<end>0` in `ns` with `addr/24` and a default route via `gateway`, peered with
+    /// `<end>1` in the node namespace (tag `n`) holding `gateway/24`.
+    pub fn wire(&self, ns: &str, end: &str, addr: Ipv4Addr, gateway: Ipv4Addr) {
+        let node = self.ns("n");
+        let (inner, outer) = (self.link(&format!("{end}0")), self.link(&format!("{end}1")));
+        ip(&["-n", ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns", &node]);
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        ip(&["-n", ns, "link", "set", &inner, "up"]);
+        ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string()]);
+        ip(&["-n", &node, "addr", "add", &format!("{gateway}/24"), "dev", &outer]);
+        ip(&["-n", &node, "link", "set", &outer, "up"]);
+    }
+
+    fn netns_path(&self, tag: &str) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.ns(tag))
+    }
+
+    /// Runs `f` on a thread inside namespace `tag`.
+    pub fn in_ns<T: Send>(&self, tag: &str, f: impl FnOnce() -> T + Send) -> T {
+        let file = File::open(self.netns_path(tag)).expect("open the namespace");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace panicked")
+        })
+    }
+
+    /// Starts a thread inside namespace `tag`; it stays there.
+    pub fn spawn_in_ns<T: Send + 'static>(
+        &self,
+        tag: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let file = File::open(self.netns_path(tag)).expect("open the namespace");
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+            f()
+        })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            let deleted = Command::new("ip").args(["netns", "del", ns]).status();
+            if !deleted.is_ok_and(|status| status.success()) {
+                eprintln!("could not delete namespace {ns}");
+            }
+        }
+    }
+}
+
+/// Answers `exchanges` TCP connections and `exchanges` datagrams with the peer it saw (for the
+/// client to check which address the backend saw), within about `timeout` each way.
+pub fn serve(listener: TcpListener, udp: UdpSocket, exchanges: usize, timeout: Duration) {
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let deadline = Instant::now() + timeout * 2;
+    let mut served = 0;
+    while served < exchanges && Instant::now() < deadline {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                let _ = writeln!(stream, "{peer}");
+                served += 1;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    udp.set_read_timeout(Some(timeout)).expect("timeout");
+    let mut buf = [0; 64];
+    for _ in 0..exchanges {
+        let Ok((_, from)) = udp.recv_from(&mut buf) else { break };
+        let _ = udp.send_to(from.to_string().as_bytes(), from);
+    }
+}
