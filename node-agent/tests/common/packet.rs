@@ -200,3 +200,50 @@ pub fn try_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> std::io::Result<(u32,
         Err(other) => Err(std::io::Error::other(other)),
     }
 }
+
+/// Frames too short for their headers or with a bad IPv4 header, from `src` to a TCP service
+/// `tcp` and a UDP one `udp`: every program must pass them unchanged (and count them).
+#[allow(dead_code, reason = "used by the TC and XDP tests, not by every test binary")]
+pub fn malformed(src: SocketAddrV4, tcp: SocketAddrV4, udp: SocketAddrV4) -> Vec<(&'static str, Vec<u8>)> {
+    let syn = Frame::tcp(src, tcp).build();
+    let datagram = Frame::udp(src, udp).build();
+    let with = |first_byte: u8| {
+        let mut frame = syn.clone();
+        frame[ETH_HLEN] = first_byte;
+        frame
+    };
+    let mut short_total = syn.clone();
+    short_total[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&30u16.to_be_bytes());
+    // IHL 7 (8 bytes of options) but the frame ends after 4 of them: the header is cut.
+    let two_options = Frame { ip_options: vec![1; 8], ..Frame::tcp(src, tcp) }.build();
+    // IHL 6 and a TCP header cut right after the ports.
+    let one_option = Frame { ip_options: vec![1; 4], ..Frame::tcp(src, tcp) }.build();
+    vec![
+        ("IPv4 header cut in its options", two_options[..ETH_HLEN + 24].to_vec()),
+        ("TCP header cut", syn[..ETH_HLEN + 20 + 12].to_vec()),
+        ("TCP header cut after options", one_option[..ETH_HLEN + 24 + 4].to_vec()),
+        ("UDP header cut", datagram[..ETH_HLEN + 20 + 6].to_vec()),
+        ("IHL 4", with(0x44)),
+        ("IPv4 version 6", with(0x65)),
+        ("total length shorter than the headers", short_total),
+        ("IHL 15, past the end of the frame", with(0x4f)),
+    ]
+}
+
+/// Runs `prog` on the start of `frame` cut shorter than Ethernet + IPv4 (this kernel's
+/// BPF_PROG_TEST_RUN refuses such frames with `EINVAL` before the program runs); those that do
+/// run must come back with verdict `pass` and unchanged. Returns how many ran.
+#[allow(dead_code, reason = "used by the TC and XDP tests, not by every test binary")]
+pub fn short_frames_pass(prog: BorrowedFd<'_>, frame: &[u8], pass: u32) -> u64 {
+    let mut ran = 0;
+    for (what, cut) in [("Ethernet header only", &frame[..ETH_HLEN]), ("IPv4 header cut", &frame[..ETH_HLEN + 12])] {
+        match try_test_run(prog, cut) {
+            Ok((verdict, out)) => {
+                assert_eq!((verdict, out.as_slice()), (pass, cut), "{what}: passed unchanged");
+                ran += 1;
+            }
+            Err(error) => assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "{what}: {error}"),
+        }
+    }
+    ran
+}
