@@ -10,6 +10,9 @@
 //! local address of the node, which also becomes the source of host-to-pod traffic; a /32 route to the pod
 //! (protocol 75); a permanent neighbour entry for the pod. With both neighbour entries static no ARP is
 //! needed, so no proxy_arp. `rp_filter` is set loose (2) on the host veth and `ip_forward` turned on.
+//! `accept_local` is set on the host veth: a NodePort reply that the node-agent's `tc_nat` has
+//! reverse-translated on this veth's ingress carries the node's own address as its source, which
+//! the kernel would otherwise drop as a martian.
 //!
 //! The pod's loopback device is not touched: runtimes bring it up themselves (containerd's CRI plugin
 //! always runs the `loopback` plugin first).
@@ -155,6 +158,7 @@ pub fn configure(host: &mut Netlink, pod: &mut Netlink, wiring: &PodWiring) -> R
         .ok_or_else(|| WiringError::Vanished(wiring.host_veth.clone()))?
         .index;
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/rp_filter", wiring.host_veth), "2")?;
+    write_sysctl(&format!("/proc/sys/net/ipv4/conf/{}/accept_local", wiring.host_veth), "1")?;
     enable_forwarding()?;
     host.add_address(host_index, wiring.gateway, 32).map_err(WiringError::Host)?;
     host.add_route(&NewRoute {

@@ -68,6 +68,9 @@ fn validate_add_result(version: &str, result: &Value, pod: &Pod, gateway: Ipv4Ad
     let rp_filter = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{}/rp_filter", pod.host_veth()))
         .expect("host veth sysctl");
     assert_eq!(rp_filter.trim(), "2", "loose reverse-path filter on the host veth");
+    let accept_local = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{}/accept_local", pod.host_veth()))
+        .expect("read accept_local");
+    assert_eq!(accept_local.trim(), "1", "reverse-translated NodePort replies (source: a node address) are accepted");
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! `tc_nat` to translate or ignore. So XDP goes together with `tc_nat` on the same interface
 //! (remote backends) and on the pods' veths (replies). A reply reverse-translated on a pod veth
 //! carries the node's own address as its source, which the kernel drops as martian unless
-//! `net.ipv4.conf.<veth>.accept_local` is 1 (and `rp_filter` is not strict) on the pod veths.
+//! `net.ipv4.conf.<veth>.accept_local` is 1 (and `rp_filter` is not strict) on the pod veths;
+//! the `keelson` CNI plugin sets both on every host veth it creates.
 //!
 //! Attached with aya's default mode (the kernel picks native XDP where the driver has it, as veth
 //! does on 6.18, else generic). Interfaces are resolved by name in the network namespace of the
