@@ -219,7 +219,10 @@ async fn hollow_nodes_register_renew_and_run_pods() {
     let deleting = pods.delete("p1", &DeleteParams::default()).await.expect("delete p1");
     assert!(deleting.left().is_some_and(|p| p.metadata.deletion_timestamp.is_some()), "graceful: marked first");
     wait_for("p1 gone", || async { pods.get_opt("p1").await.expect("get p1").is_none().then_some(()) }).await;
-    assert!(hollow.stats().pods_started >= 2 && hollow.stats().pods_deleted >= 1, "{:?}", hollow.stats());
+    // The kubelet counts a deletion once its DELETE has returned, which can be just after the
+    // watch above saw the pod go.
+    wait_for("the deletion counted", || async { (hollow.stats().pods_deleted >= 1).then_some(()) }).await;
+    assert!(hollow.stats().pods_started >= 2, "{:?}", hollow.stats());
 
     // Restart: nodes re-register; addresses in use are not handed out again.
     hollow.shutdown().await;
