@@ -149,8 +149,7 @@ impl Fast {
     }
 
     fn counter(&self, which: Counter) -> u64 {
-        let counters = self.datapath.counters().expect("read the counters");
-        counters.into_iter().find(|(c, _)| *c == which).expect("every counter is listed").1
+        self.datapath.counter(which).expect("read the counter")
     }
 }
 
@@ -518,10 +517,6 @@ mod netns {
         seen
     }
 
-    fn counter(datapath: &Datapath, which: Counter) -> u64 {
-        datapath.counters().expect("counters").into_iter().find(|(c, _)| *c == which).expect("listed").1
-    }
-
     #[test]
     fn node_port_reaches_a_local_backend_through_xdp_and_through_tc() {
         let topo = build();
@@ -554,24 +549,27 @@ mod netns {
         // are restored on b1.
         let seen = exchange(&topo);
         assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
-        let xdp_dnat = counter(&datapath, Counter::XdpDnat);
+        let xdp_dnat = datapath.counter(Counter::XdpDnat).expect("read the counter");
         assert!(xdp_dnat >= 2 * EXCHANGES as u64, "XDP translated every flow: {xdp_dnat}");
-        assert_eq!(counter(&datapath, Counter::TcDnat), 0, "nothing was left for TC");
-        assert!(counter(&datapath, Counter::TcRevNat) >= 2 * EXCHANGES as u64);
+        assert_eq!(datapath.counter(Counter::TcDnat).expect("read the counter"), 0, "nothing was left for TC");
+        assert!(datapath.counter(Counter::TcRevNat).expect("read the counter") >= 2 * EXCHANGES as u64);
 
         // ETP Local with no endpoint here: dropped in XDP, the connect times out.
         let far = SocketAddrV4::new(NODE_IP, ELSEWHERE_PORT);
         let refused = topo.in_ns("c", || TcpStream::connect_timeout(&far.into(), Duration::from_millis(300)).is_err());
         assert!(refused, "no local endpoint: no connection");
-        assert!(counter(&datapath, Counter::XdpNoBackend) >= 1);
+        assert!(datapath.counter(Counter::XdpNoBackend).expect("read the counter") >= 1);
 
         // (b) Without XDP, tc_nat on c1 does the same.
         topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
         assert!(datapath.xdp_interfaces().is_empty());
         let seen = exchange(&topo);
         assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
-        assert_eq!(counter(&datapath, Counter::XdpDnat), xdp_dnat, "XDP is gone");
-        assert!(counter(&datapath, Counter::TcDnat) >= 2 * EXCHANGES as u64, "TC translated every flow");
+        assert_eq!(datapath.counter(Counter::XdpDnat).expect("read the counter"), xdp_dnat, "XDP is gone");
+        assert!(
+            datapath.counter(Counter::TcDnat).expect("read the counter") >= 2 * EXCHANGES as u64,
+            "TC translated every flow"
+        );
         let conntrack = datapath.conntrack().expect("read CT");
         assert!(conntrack.iter().all(|(key, entry)| *key.source().ip() == CLIENT_ADDR && entry.backend() == BACKEND));
         assert!(conntrack.len() >= 2 * EXCHANGES, "{conntrack:?}");

@@ -224,14 +224,7 @@ pub(crate) fn forward_entry(
     }
     // The reverse entry is checked on every packet of the flow: LRU may evict it apart from the
     // forward one, and replies need it.
-    let reply = CtKey {
-        saddr: entry.backend,
-        daddr: ip.saddr,
-        sport: entry.backend_port,
-        dport: packet.sport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
+    let reply = reply_flow(packet, &entry);
     let service_addr = ServiceAddr { vip: entry.vip, port: entry.vip_port, _pad: 0 };
     // SAFETY: copied out at once.
     let current = unsafe { CT_REV.get(reply) }.copied();
@@ -239,6 +232,20 @@ pub(crate) fn forward_entry(
         bump(ct_failed);
     }
     Ok(entry)
+}
+
+/// The flow of the backend's replies to `packet`, which `entry` sends to that backend: the key
+/// of its [`CT_REV`] entry.
+#[inline(always)]
+pub(crate) fn reply_flow(packet: &Packet, entry: &CtEntry) -> CtKey {
+    CtKey {
+        saddr: entry.backend,
+        daddr: packet.ip.saddr,
+        sport: entry.backend_port,
+        dport: packet.sport,
+        proto: packet.ip.proto,
+        _pad: [0; 3],
+    }
 }
 
 /// Forgets a translated flow: its forward entry (`flow`, as the client sends it) and the reverse

@@ -49,7 +49,7 @@ use keelson_ebpf_common::{Counter, CtKey, ServiceAddr, ServiceKey};
 
 use crate::nat::{
     CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF, Packet, PacketRead, Skip, forget,
-    forward_entry, parse,
+    forward_entry, parse, reply_flow,
 };
 use crate::{SERVICES, bump};
 
@@ -121,15 +121,7 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
             },
         )?;
         if packet.is_reset() {
-            let reply = CtKey {
-                saddr: entry.backend,
-                daddr: ip.saddr,
-                sport: entry.backend_port,
-                dport: packet.sport,
-                proto: ip.proto,
-                _pad: [0; 3],
-            };
-            forget(&packet.flow(), &reply);
+            forget(&packet.flow(), &reply_flow(&packet, &entry));
         }
         return Ok(Counter::TcDnat);
     }

@@ -355,16 +355,14 @@ impl Datapath {
 
     /// Every counter summed over the CPUs.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, Error> {
-        Counter::ALL
-            .iter()
-            .map(|&counter| {
-                let values = self
-                    .counters
-                    .get(&(counter as u32), 0)
-                    .map_err(|source| Error::MapRead { map: COUNTERS, source })?;
-                Ok((counter, values.iter().sum()))
-            })
-            .collect()
+        Counter::ALL.iter().map(|&counter| Ok((counter, self.counter(counter)?))).collect()
+    }
+
+    /// One counter summed over the CPUs.
+    pub fn counter(&self, counter: Counter) -> Result<u64, Error> {
+        let values =
+            self.counters.get(&(counter as u32), 0).map_err(|source| Error::MapRead { map: COUNTERS, source })?;
+        Ok(values.iter().sum())
     }
 
     /// The flows `tc_nat` translated: each client flow (as the client sent it) and its backend.
@@ -512,16 +510,21 @@ fn is_absent(error: &MapError) -> bool {
         || matches!(error, MapError::SyscallError(e) if e.io_error.kind() == io::ErrorKind::NotFound)
 }
 
+/// The outcome of deleting a key from `map`: an absent key is not an error.
+fn removed(result: Result<(), MapError>, map: &'static str) -> Result<(), Error> {
+    match result {
+        Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map, source }),
+        _ => Ok(()),
+    }
+}
+
 impl LbMaps for KernelMaps {
     fn set_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> Result<(), Error> {
         self.services.insert(key, value, 0).map_err(|source| Error::MapUpdate { map: SERVICES, source })
     }
 
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), Error> {
-        match self.services.remove(key) {
-            Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map: SERVICES, source }),
-            _ => Ok(()),
-        }
+        removed(self.services.remove(key), SERVICES)
     }
 
     fn set_backend(&mut self, key: &BackendKey, value: &Backend) -> Result<(), Error> {
@@ -529,10 +532,7 @@ impl LbMaps for KernelMaps {
     }
 
     fn remove_backend(&mut self, key: &BackendKey) -> Result<(), Error> {
-        match self.backends.remove(key) {
-            Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map: BACKENDS, source }),
-            _ => Ok(()),
-        }
+        removed(self.backends.remove(key), BACKENDS)
     }
 
     fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, Error> {
@@ -556,10 +556,7 @@ impl LbMaps for KernelMaps {
     }
 
     fn remove_maglev(&mut self, key: &MaglevKey) -> Result<(), Error> {
-        match self.maglev.remove(key) {
-            Err(source) if !is_absent(&source) => Err(Error::MapUpdate { map: MAGLEV, source }),
-            _ => Ok(()),
-        }
+        removed(self.maglev.remove(key), MAGLEV)
     }
 
     fn maglev_entries(&self) -> Result<Vec<(MaglevKey, Backend)>, Error> {

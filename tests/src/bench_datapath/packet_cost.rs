@@ -134,8 +134,7 @@ fn run(datapath: &lb::Datapath, frame: &[u8], repeat: u32) -> anyhow::Result<lb:
 }
 
 fn counter(datapath: &lb::Datapath, which: Counter) -> anyhow::Result<u64> {
-    let counters = datapath.counters().context("read the counters")?;
-    Ok(counters.into_iter().find(|(c, _)| *c == which).map_or(0, |(_, n)| n))
+    datapath.counter(which).context("read the counter")
 }
 
 /// An Ethernet/IPv4/TCP frame without options or payload, checksums filled in.
