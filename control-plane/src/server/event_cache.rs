@@ -86,19 +86,41 @@ impl EventCache {
     }
 
     fn entry(&self, key: &str, revision: Revision) -> Arc<Decoded> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(d) = inner.entries.get(&revision) {
-            return if d.key == key { d.clone() } else { Arc::new(Decoded::new(key)) };
-        }
-        let d = Arc::new(Decoded::new(key));
-        inner.entries.insert(revision, d.clone());
-        inner.order.push_back(revision);
-        while inner.order.len() > CAPACITY {
-            if let Some(old) = inner.order.pop_front() {
-                inner.entries.remove(&old);
+        let evicted;
+        let d = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(d) = inner.entries.get(&revision) {
+                return if d.key == key { d.clone() } else { Arc::new(Decoded::new(key)) };
             }
-        }
+            let d = Arc::new(Decoded::new(key));
+            inner.entries.insert(revision, d.clone());
+            inner.order.push_back(revision);
+            // One in, at most one out: the cache is full from then on.
+            evicted = if inner.order.len() > CAPACITY {
+                inner.order.pop_front().and_then(|old| inner.entries.remove(&old))
+            } else {
+                None
+            };
+            d
+        };
+        // Freeing a decoded object is a few hundred frees: not while other writers and watchers
+        // wait for the lock.
+        drop(evicted);
         d
+    }
+
+    /// The decoded object of `kv` for a one-off reader (a GET, the current object of an update):
+    /// shared if the value is cached, else decoded for this reader alone, so that reading old
+    /// objects does not evict the recent events that watchers are about to deliver.
+    pub fn read(&self, kv: &KeyValue) -> Option<Arc<Value>> {
+        let cached = {
+            let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.entries.get(&kv.mod_revision).filter(|d| d.key == kv.key).cloned()
+        };
+        match cached {
+            Some(d) => d.object(kv).cloned(),
+            None => object::decode(kv).ok().map(Arc::new),
+        }
     }
 
     /// Hands the cache the object that the writer of `key` at `revision` has already built (with
@@ -159,6 +181,19 @@ mod tests {
         assert!(Arc::ptr_eq(&read, &written), "the writer's object is shared, not parsed again");
         let other = cache.object(&kv("/b", 9, r#"{"metadata":{"name":"b"}}"#)).expect("b");
         assert_eq!(object::name_of(&other), "b", "a seed is for its own key only");
+    }
+
+    #[test]
+    fn a_reader_shares_a_cached_value_but_does_not_cache_an_old_one() {
+        let cache = EventCache::default();
+        let written = Arc::new(serde_json::json!({"metadata": {"name": "a", "resourceVersion": "4"}}));
+        cache.seed("/a", 4, written.clone());
+        let read = cache.read(&kv("/a", 4, r#"{"metadata":{"name":"a"}}"#)).expect("cached");
+        assert!(Arc::ptr_eq(&read, &written), "a recent write is shared");
+        let old = cache.read(&kv("/b", 2, r#"{"metadata":{"name":"b"}}"#)).expect("decodes");
+        assert_eq!(old.pointer("/metadata/resourceVersion"), Some(&Value::from("2")));
+        assert_eq!(cache.len(), 1, "reading an old value leaves the cache as it was");
+        assert!(cache.read(&kv("/c", 3, "{not json")).is_none());
     }
 
     #[test]

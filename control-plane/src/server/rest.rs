@@ -84,13 +84,13 @@ fn success_status(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
-/// The current object and its revision. The decoded object is shared through the event cache: a
-/// value that a watcher or informer has already parsed is not parsed again.
+/// The current object and its revision. A value still in the event cache (a recent write) is
+/// shared, not parsed again; an older one is parsed for this request without entering the cache.
 pub(super) async fn read(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Arc<Value>, i64)> {
     let key = res.key(namespace, name);
     let kv = api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, res, name))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(res, name))?;
-    match api.events.object(&kv) {
+    match api.events.read(&kv) {
         Some(obj) => Ok((obj, kv.mod_revision)),
         // Not decodable: decode again for the error that says why.
         None => Err(object::decode(&kv).err().unwrap_or_else(|| ApiError::internal(format!("{key} is corrupt")))),
