@@ -510,6 +510,46 @@ fn pinned_maps_survive_a_restart() {
 }
 
 #[test]
+fn maps_pinned_in_another_shape_are_replaced_and_refilled() {
+    let mut pin_dir = PathBuf::new();
+    let mut fixture = Fixture::new(|fixture| {
+        pin_dir = fixture.private_bpffs();
+        Config { pin_dir: Some(pin_dir.clone()) }
+    });
+    let table = vec![service(80, Protocol::Tcp, &BACKENDS)];
+    fixture.datapath().sync(&table).expect("program the services");
+    fixture.datapath = None;
+
+    // What an older build with other layouts would have left: a 4-byte-value array where this
+    // build has its service hash map, and one where it has its conntrack LRU map.
+    for map in [keelson_ebpf_common::SERVICES, keelson_ebpf_common::CT] {
+        std::fs::remove_file(pin_dir.join(map)).expect("unpin");
+        let old = aya::maps::Array::<aya::maps::MapData, u32>::create(4, 0).expect("create an old-shaped map");
+        old.pin(pin_dir.join(map)).expect("pin it");
+    }
+    let config = Config { pin_dir: Some(pin_dir.clone()) };
+    fixture.load(&config);
+    let stale: Vec<_> = fixture.datapath().stale_pins().iter().map(|s| (s.map, s.pinned.value_size)).collect();
+    assert_eq!(stale, vec![(keelson_ebpf_common::SERVICES, 4), (keelson_ebpf_common::CT, 4)], "in MAPS order");
+    for pin in fixture.datapath().stale_pins() {
+        assert_ne!(pin.pinned, pin.wanted, "{}", pin.map);
+    }
+    // The fresh service map is empty; the next sync fills it and traffic flows again.
+    assert!(fixture.datapath().services().expect("read back").is_empty());
+    assert!(fixture.datapath().sync(&table).expect("resync").map_writes > 0);
+    let tcp = SocketAddrV4::new(VIP, 80);
+    assert_eq!(fixture.helper().served_by("tcp", tcp, 45, tcp), all_backends());
+
+    // The maps pinned now have this build's shapes: the next start keeps all of them.
+    fixture.datapath = None;
+    fixture.load(&config);
+    assert!(fixture.datapath().stale_pins().is_empty());
+    assert_eq!(fixture.datapath().services().expect("read back").len(), 1);
+    fixture.datapath = None;
+    bpffs::remove_pins(&pin_dir).expect("unpin");
+}
+
+#[test]
 fn works_under_a_private_cgroup2_mount() {
     let mut fixture = Fixture::with_hierarchy(true, |_| Config::default());
     fixture.datapath().sync(&[service(80, Protocol::Tcp, &BACKENDS)]).expect("program");

@@ -74,6 +74,8 @@ pub fn object() -> &'static [u8] {
 pub enum Error {
     #[error("load the eBPF object")]
     Load(#[source] aya::EbpfError),
+    #[error("parse the eBPF object: {0}")]
+    ParseObject(String),
     #[error("program {prog} is missing from the eBPF object")]
     MissingProgram { prog: &'static str },
     #[error("map {map} is missing from the eBPF object")]
@@ -218,6 +220,8 @@ pub struct Datapath {
     affinity: HashMap<MapData, AffinityKey, AffinityEntry>,
     /// What the maps hold; `None` after a failed write, until read back from the maps.
     programmed: Option<Programmed>,
+    /// Pinned maps of another shape that loading replaced (see [`bpffs::remove_stale_pins`]).
+    stale_pins: Vec<bpffs::StalePin>,
     attached: Vec<Attachment>,
     /// Interfaces with `tc_nat` on their ingress (names in the network namespace of the thread
     /// that attached it).
@@ -241,8 +245,10 @@ impl Datapath {
     /// into the kernel, reusing pinned maps when `config` says so. Nothing is attached yet.
     pub fn load_object(object: &[u8], config: &Config) -> Result<Self, Error> {
         let mut loader = EbpfLoader::new();
+        let mut stale_pins = Vec::new();
         if let Some(dir) = &config.pin_dir {
             bpffs::prepare_pin_dir(dir)?;
+            stale_pins = bpffs::remove_stale_pins(dir, object)?;
             for name in MAPS {
                 loader.map_pin_path(name, dir.join(name));
             }
@@ -281,6 +287,7 @@ impl Datapath {
             local_cidrs,
             affinity,
             programmed: Some(programmed),
+            stale_pins,
             attached: Vec::new(),
             tc_attached: Vec::new(),
             xdp_attached: Vec::new(),
@@ -351,6 +358,11 @@ impl Datapath {
     /// The services as programmed, ordered by frontend; backends in slot order.
     pub fn services(&mut self) -> Result<Vec<Service>, Error> {
         self.change(|programmed, _| Ok(programmed.table()))
+    }
+
+    /// Pinned maps that loading found in another shape (pinned by an older build) and replaced.
+    pub fn stale_pins(&self) -> &[bpffs::StalePin] {
+        &self.stale_pins
     }
 
     /// Every counter summed over the CPUs.
