@@ -66,12 +66,14 @@ struct ProxyArgs {
     #[arg(long, env = "KEELSON_NODE_NAME")]
     node_name: Option<String>,
     /// An address of this node that NodePort and LoadBalancer Services listen on (repeat for
-    /// several). Default with --node-name: the Node's IPv4 InternalIP and ExternalIP addresses,
-    /// read once at start.
+    /// several). The first is also the source of SNAT'd flows (outside clients to backends on
+    /// other nodes). Default with --node-name: the Node's IPv4 InternalIP and ExternalIP
+    /// addresses, read once at start.
     #[arg(long = "node-ip", env = "KEELSON_NODE_IPS", value_delimiter = ',')]
     node_ips: Vec<std::net::Ipv4Addr>,
     /// A pod CIDR of this node (repeatable): backends inside are local, so `xdp_nodeport`
-    /// translates their NodePort flows itself. Default with --node-name: the Node's IPv4 podCIDRs.
+    /// translates their NodePort flows itself; a flow with neither client nor backend inside is
+    /// SNAT'd. Without any, nothing is SNAT'd. Default with --node-name: the Node's IPv4 podCIDRs.
     #[arg(long = "pod-cidr", env = "KEELSON_POD_CIDRS", value_delimiter = ',')]
     pod_cidrs: Vec<crate::datapath::Cidr>,
     /// Attach the NodePort fast path `xdp_nodeport` to this interface, the node's external one
@@ -281,6 +283,9 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         }
     }
     datapath.set_local_cidrs(&pod_cidrs).context("write the local pod CIDRs")?;
+    // SNAT'd flows (outside clients to backends on other nodes) leave with the first node
+    // address, which the other nodes route back here.
+    datapath.set_snat_addr(node_ips.first().copied()).context("write the SNAT address")?;
     for iface in &args.xdp_ifaces {
         datapath.attach_xdp(iface).with_context(|| format!("attach xdp_nodeport to {iface}"))?;
     }

@@ -142,7 +142,8 @@ fn tcp_syn_to_a_service_goes_to_a_backend_with_valid_checksums_and_is_tracked() 
     assert_eq!(rev_nat.len(), 1, "{rev_nat:?}");
     let (reply, service) = rev_nat[0];
     assert_eq!(reply, CtKey::new(parsed.dst, CLIENT, IPPROTO_TCP), "keyed by the backend's reply");
-    assert_eq!(service.socket_addr(), web());
+    assert_eq!((service.service(), service.client()), (web(), None), "no SNAT without local pod CIDRs");
+    assert_eq!(entry.snat(), None);
     assert_eq!(nat.counter(Counter::TcDnat), 1);
 }
 

@@ -6,9 +6,15 @@
 //! `data_out`): verdict, headers (checksums recomputed from scratch), conntrack maps and counters
 //! are checked, and `tc_nat` is run on the same frames where the two must agree.
 //!
+//! SNAT (an outside client, a backend on another node) makes the programs forward packets
+//! themselves after a FIB lookup, which `BPF_PROG_TEST_RUN` does in the calling thread's network
+//! namespace: those tests run the programs inside a namespace of their own whose routes and
+//! neighbours they set ([`snat`]), so the verdicts do not depend on the machine's.
+//!
 //! [`netns::node_port_reaches_a_local_backend_through_xdp_and_through_tc`] also runs real traffic
-//! from an "outside" client namespace to a node namespace and on to a backend pod namespace (see
-//! its module for the topology and cleanup).
+//! from an "outside" client namespace to a node namespace and on to a backend pod namespace, and
+//! [`netns::node_port_reaches_a_backend_on_another_node_through_snat`] through a second node to a
+//! pod behind it (see the module for the topologies and cleanup).
 
 #[path = "common/packet.rs"]
 mod packet;
@@ -18,14 +24,16 @@ mod topology;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use keelson_ebpf_common::{Counter, CtKey, PROG_TC_NAT, PROG_XDP_NODEPORT};
+use keelson_ebpf_common::{Counter, CtKey, PROG_TC_NAT, PROG_XDP_NODEPORT, SNAT_PORT_MAX, SNAT_PORT_MIN};
 use node_agent::datapath::{Cidr, Config, Datapath, Protocol, Service};
 use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, TCP_ACK, TCP_SYN};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 
 /// The node's address, which NodePort frontends are on.
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
@@ -38,6 +46,8 @@ const REMOTE: [SocketAddrV4; 2] =
 const LOCAL_DNS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 2), 5353);
 /// A client outside the cluster.
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 40_000);
+/// A pod of this node as a client: its flows are never SNAT'd.
+const POD_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 9), 40_000);
 
 /// Local backends only.
 const LOCAL_PORT: u16 = 30080;
@@ -49,6 +59,15 @@ const REMOTE_PORT: u16 = 30081;
 const MIXED_PORT: u16 = 30082;
 /// `externalTrafficPolicy: Local` and no endpoint on this node: no backends.
 const EMPTY_PORT: u16 = 30083;
+/// One backend on another node, [`REMOTE`]`[0]`; in [`snat`]'s namespace it is routed with a
+/// known neighbour.
+const SNAT_PORT: u16 = 30084;
+/// One backend on another node, [`REMOTE`]`[1]`; in [`snat`]'s namespace it is routed through a
+/// next hop without a neighbour entry.
+const NO_NEIGH_PORT: u16 = 30085;
+/// One backend on another node that [`snat`]'s namespace has no route to.
+const UNROUTED_PORT: u16 = 30086;
+const UNROUTED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 9, 9), 8080);
 
 fn node_port(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(NODE_IP, port)
@@ -116,6 +135,38 @@ impl Fast {
                     affinity: None,
                     maglev: false,
                 },
+                Service {
+                    vip: NODE_IP,
+                    port: SNAT_PORT,
+                    proto: Protocol::Tcp,
+                    backends: vec![REMOTE[0]],
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: NODE_IP,
+                    port: SNAT_PORT,
+                    proto: Protocol::Udp,
+                    backends: vec![REMOTE[0]],
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: NODE_IP,
+                    port: NO_NEIGH_PORT,
+                    proto: Protocol::Tcp,
+                    backends: vec![REMOTE[1]],
+                    affinity: None,
+                    maglev: false,
+                },
+                Service {
+                    vip: NODE_IP,
+                    port: UNROUTED_PORT,
+                    proto: Protocol::Tcp,
+                    backends: vec![UNROUTED],
+                    affinity: None,
+                    maglev: false,
+                },
             ])
             .expect("program the services");
         datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
@@ -178,10 +229,11 @@ fn node_port_syn_to_a_local_backend_is_translated_with_valid_checksums_and_track
     let (key, entry) = conntrack[0];
     assert_eq!(key, CtKey::new(CLIENT, node_port(LOCAL_PORT), IPPROTO_TCP));
     assert_eq!((entry.backend(), entry.service()), (parsed.dst, node_port(LOCAL_PORT)));
+    assert_eq!(entry.snat(), None, "a local backend's replies pass this node anyway: no SNAT");
     let rev_nat = fast.datapath.rev_nat().expect("read CT_REV");
     assert_eq!(rev_nat.len(), 1, "{rev_nat:?}");
     assert_eq!(rev_nat[0].0, CtKey::new(parsed.dst, CLIENT, IPPROTO_TCP), "keyed by the backend's reply");
-    assert_eq!(rev_nat[0].1.socket_addr(), node_port(LOCAL_PORT));
+    assert_eq!((rev_nat[0].1.service(), rev_nat[0].1.client()), (node_port(LOCAL_PORT), None));
     assert_eq!(fast.counter(Counter::XdpDnat), 1);
 
     // The rest of the flow follows its entry.
@@ -221,10 +273,12 @@ fn ipv4_options_are_skipped_by_ihl() {
     assert_eq!(&out[ETH_HLEN + 20..ETH_HLEN + 28], &options[..], "options untouched");
 }
 
+/// A local pod's flow to a remote backend is not SNAT'd (its replies come back through its veth
+/// anyway), so XDP has nothing to forward.
 #[test]
-fn a_remote_backend_is_left_to_tc() {
+fn a_remote_backend_without_snat_is_left_to_tc() {
     let fast = Fast::new();
-    let syn = Frame::tcp(CLIENT, node_port(REMOTE_PORT)).build();
+    let syn = Frame::tcp(POD_CLIENT, node_port(REMOTE_PORT)).build();
     fast.passes_unchanged(&syn, "first packet, remote backend");
     assert!(fast.datapath.conntrack().expect("read CT").is_empty(), "XDP records no flow it does not translate");
     assert_eq!(fast.counter(Counter::XdpNotLocal), 1);
@@ -232,10 +286,11 @@ fn a_remote_backend_is_left_to_tc() {
     // tc_nat picks the backend and records it; XDP then sees the remote entry and still passes.
     let (verdict, out) = fast.run(PROG_TC_NAT, &syn);
     assert_eq!(verdict, TC_ACT_OK);
-    let backend = packet::parse_checked(&out).dst;
-    assert!(REMOTE.contains(&backend), "{backend}");
+    let out = packet::parse_checked(&out);
+    assert!(REMOTE.contains(&out.dst), "{}", out.dst);
+    assert_eq!(out.src, POD_CLIENT, "no SNAT");
     fast.passes_unchanged(
-        &Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, node_port(REMOTE_PORT)) }.build(),
+        &Frame { tcp_flags: TCP_ACK, ..Frame::tcp(POD_CLIENT, node_port(REMOTE_PORT)) }.build(),
         "later packet",
     );
     assert_eq!(fast.counter(Counter::XdpNotLocal), 2);
@@ -243,13 +298,14 @@ fn a_remote_backend_is_left_to_tc() {
     assert_eq!(fast.datapath.conntrack().expect("read CT").len(), 1);
 }
 
+/// From a local pod (no SNAT, so XDP forwards nothing itself).
 #[test]
 fn with_local_and_remote_backends_only_flows_to_local_ones_are_translated() {
     let fast = Fast::new();
     let mut translated = BTreeSet::new();
     let mut passed = 0;
     for i in 0..60 {
-        let frame = Frame::tcp(SocketAddrV4::new(*CLIENT.ip(), 41_000 + i), node_port(MIXED_PORT)).build();
+        let frame = Frame::tcp(SocketAddrV4::new(*POD_CLIENT.ip(), 41_000 + i), node_port(MIXED_PORT)).build();
         let (verdict, out) = fast.xdp(&frame);
         assert_eq!(verdict, XDP_PASS);
         if out == frame {
@@ -272,6 +328,14 @@ fn without_local_cidrs_nothing_is_local() {
     fast.datapath.set_local_cidrs(&[]).expect("clear the local CIDRs");
     assert_eq!(fast.datapath.local_cidrs().expect("read"), []);
     fast.passes_unchanged(&Frame::tcp(CLIENT, node_port(LOCAL_PORT)).build(), "no local CIDR");
+    // Nothing tells an outside client from a pod: no SNAT, so XDP leaves remote backends to TC,
+    // which translates without SNAT.
+    let syn = Frame::tcp(CLIENT, node_port(SNAT_PORT)).build();
+    fast.passes_unchanged(&syn, "remote backend, no local CIDR");
+    let (verdict, out) = fast.run(PROG_TC_NAT, &syn);
+    let out = packet::parse_checked(&out);
+    assert_eq!((verdict, out.src, out.dst), (TC_ACT_OK, CLIENT, REMOTE[0]), "DNAT only");
+    assert_eq!(fast.counter(Counter::TcSnat), 0);
     let five: Vec<Cidr> = (0..5).map(|i| format!("10.244.{i}.0/24").parse().expect("cidr")).collect();
     assert!(fast.datapath.set_local_cidrs(&five).is_err(), "more than the map holds");
 }
@@ -346,13 +410,212 @@ fn the_committed_object_has_the_fast_path_too() {
     assert!(LOCAL.contains(&request.dst), "{}", request.dst);
 }
 
+/// SNAT of NodePort flows from outside clients to backends on other nodes, run inside a namespace
+/// `ksx-<pid>-n` (`ip_forward` on) whose routes make the FIB lookups deterministic: a veth pair
+/// `ksx<pid>r0`/`r1` (both ends inside, `r0` holding [`snat::LINK_ADDR`] with MAC
+/// [`snat::LINK_MAC`]), [`REMOTE`]`[0]`'s /24 and the client's via a next hop with a permanent
+/// neighbour entry ([`snat::NEXT_HOP_MAC`]), [`REMOTE`]`[1]`'s via one without, and no route to
+/// [`UNROUTED`]. The namespace is deleted on drop, also when an assertion fails.
+mod snat {
+    use super::*;
+    use topology::{Topology, ip};
+
+    pub const LINK_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+    pub const LINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+    const NEXT_HOP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
+    pub const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+    /// A next hop nobody answers for; its neighbour entry is never there.
+    const SILENT_HOP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 3);
+
+    /// The namespace and its routes (see the module).
+    fn routed(prefix: &'static str) -> Topology {
+        let mut topo = Topology::new(prefix);
+        let ns = topo.add_ns("n");
+        topo.in_ns("n", || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding"));
+        topo.veth("r", (&ns, Some(LINK_ADDR)), (&ns, None));
+        let r0 = topo.link("r0");
+        let mac = LINK_MAC.map(|b| format!("{b:02x}")).join(":");
+        ip(&["-n", &ns, "link", "set", &r0, "address", &mac]);
+        let hop_mac = NEXT_HOP_MAC.map(|b| format!("{b:02x}")).join(":");
+        ip(&["-n", &ns, "neigh", "add", &NEXT_HOP.to_string(), "lladdr", &hop_mac, "dev", &r0, "nud", "permanent"]);
+        for (net, via) in [("10.244.2.0/24", NEXT_HOP), ("198.51.100.0/24", NEXT_HOP), ("10.244.3.0/24", SILENT_HOP)] {
+            ip(&["-n", &ns, "route", "add", net, "via", &via.to_string()]);
+        }
+        topo
+    }
+
+    /// Runs `prog` on `frame` inside the namespace.
+    fn run_in(topo: &Topology, fast: &Fast, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let fd = fast.datapath.program_fd(prog).expect("the program is loaded");
+        topo.in_ns("n", || packet::test_run(fd, frame))
+    }
+
+    /// The frame's MAC addresses (destination, source) and IPv4 TTL.
+    fn link_layer(frame: &[u8]) -> ([u8; 6], [u8; 6], u8) {
+        let mac = |at: usize| <[u8; 6]>::try_from(&frame[at..at + 6]).expect("six bytes");
+        (mac(0), mac(6), frame[ETH_HLEN + 8])
+    }
+
+    fn in_snat_range(addr: SocketAddrV4) -> bool {
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&addr.port())
+    }
+
+    #[test]
+    fn xdp_snats_and_forwards_a_flow_to_a_remote_backend_and_tc_restores_the_reply() {
+        let topo = routed("ksx");
+        let fast = Fast::new();
+        assert_eq!(fast.datapath.snat_addr().expect("read"), None, "unset: the address the client reached");
+        let syn = Frame { payload: b"hello".to_vec(), ..Frame::tcp(CLIENT, node_port(SNAT_PORT)) };
+        let (verdict, out) = run_in(&topo, &fast, PROG_XDP_NODEPORT, &syn.build());
+        assert_eq!(verdict, XDP_REDIRECT, "sent on to r0 from XDP");
+        let request = packet::parse_checked(&out);
+        assert_eq!(request.dst, REMOTE[0]);
+        assert_eq!(*request.src.ip(), NODE_IP, "SNAT to the node address the client reached");
+        assert!(in_snat_range(request.src), "{}", request.src);
+        assert_eq!(link_layer(&out), (NEXT_HOP_MAC, LINK_MAC, 63), "MACs from the FIB, one hop off the TTL");
+        assert_eq!(fast.counter(Counter::XdpForward), 1);
+
+        let conntrack = fast.datapath.conntrack().expect("read CT");
+        assert_eq!(conntrack.len(), 1, "{conntrack:?}");
+        let (key, entry) = conntrack[0];
+        assert_eq!(key, CtKey::new(CLIENT, node_port(SNAT_PORT), IPPROTO_TCP));
+        assert_eq!(
+            (entry.backend(), entry.service(), entry.snat()),
+            (REMOTE[0], node_port(SNAT_PORT), Some(request.src))
+        );
+        let rev_nat = fast.datapath.rev_nat().expect("read CT_REV");
+        assert_eq!(rev_nat.len(), 1, "{rev_nat:?}");
+        assert_eq!(rev_nat[0].0, CtKey::new(REMOTE[0], request.src, IPPROTO_TCP), "keyed by the backend's reply");
+        assert_eq!((rev_nat[0].1.service(), rev_nat[0].1.client()), (node_port(SNAT_PORT), Some(CLIENT)));
+
+        // The next packet follows the entry, same port.
+        let ack = Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, node_port(SNAT_PORT)) };
+        let (verdict, out) = run_in(&topo, &fast, PROG_XDP_NODEPORT, &ack.build());
+        assert_eq!((verdict, packet::parse_checked(&out).src), (XDP_REDIRECT, request.src));
+
+        // The backend's reply, to the SNAT address, goes back to the client from the node port.
+        let syn_ack =
+            Frame { tcp_flags: TCP_SYN | TCP_ACK, payload: b"hi".to_vec(), ..Frame::tcp(REMOTE[0], request.src) };
+        let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &syn_ack.build());
+        assert_eq!(verdict, TC_ACT_REDIRECT, "forwarded by TC, not handed to the stack");
+        let reply = packet::parse_checked(&out);
+        assert_eq!((reply.src, reply.dst), (node_port(SNAT_PORT), CLIENT));
+        assert_eq!(link_layer(&out), (NEXT_HOP_MAC, LINK_MAC, 63));
+        assert_eq!(fast.counter(Counter::TcRevNat), 1);
+        // XDP leaves replies alone.
+        fast.passes_unchanged(&syn_ack.build(), "a reply to the SNAT address");
+    }
+
+    #[test]
+    fn tc_snats_to_the_configured_address_restores_replies_and_forgets_on_reset() {
+        let topo = routed("kst");
+        let mut fast = Fast::new();
+        fast.datapath.set_snat_addr(Some(LINK_ADDR)).expect("set the SNAT address");
+        assert_eq!(fast.datapath.snat_addr().expect("read"), Some(LINK_ADDR));
+        for frame in [Frame::tcp(CLIENT, node_port(SNAT_PORT)), Frame::udp(CLIENT, node_port(SNAT_PORT))] {
+            let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &frame.build());
+            assert_eq!(verdict, TC_ACT_REDIRECT, "{frame:?}");
+            let request = packet::parse_checked(&out);
+            assert_eq!((*request.src.ip(), request.dst), (LINK_ADDR, REMOTE[0]));
+            assert!(in_snat_range(request.src), "{}", request.src);
+            assert_eq!(link_layer(&out), (NEXT_HOP_MAC, LINK_MAC, 63));
+
+            let reply = Frame { tcp_flags: TCP_SYN | TCP_ACK, ..frame.clone() };
+            let reply = Frame { src: REMOTE[0], dst: request.src, ..reply };
+            let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &reply.build());
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            let restored = packet::parse_checked(&out);
+            assert_eq!((restored.src, restored.dst), (node_port(SNAT_PORT), CLIENT), "{frame:?}");
+        }
+        assert_eq!((fast.counter(Counter::TcDnat), fast.counter(Counter::TcSnat)), (2, 2));
+        assert_eq!(fast.counter(Counter::TcRevNat), 2);
+        let udp_flow = CtKey::new(CLIENT, node_port(SNAT_PORT), packet::IPPROTO_UDP);
+        let conntrack = fast.datapath.conntrack().expect("read CT");
+        assert_eq!(conntrack.len(), 2);
+        let ports: BTreeSet<u16> = conntrack.iter().filter_map(|(_, e)| e.snat()).map(|a| a.port()).collect();
+        assert_eq!(ports.len(), 2, "TCP and UDP flows each have their own port: {conntrack:?}");
+
+        // The backend resets the TCP flow: both of its entries go, the UDP flow's stay.
+        let (_, tcp_entry) = conntrack.iter().find(|(key, _)| key.proto == IPPROTO_TCP).copied().expect("the TCP flow");
+        let snat = tcp_entry.snat().expect("SNAT'd");
+        let rst = Frame { tcp_flags: packet::TCP_RST, ..Frame::tcp(REMOTE[0], snat) };
+        let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &rst.build());
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(packet::parse_checked(&out).dst, CLIENT);
+        let keys: Vec<CtKey> = fast.datapath.conntrack().expect("read CT").iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [udp_flow], "the reset forgot the TCP flow");
+        assert_eq!(fast.datapath.rev_nat().expect("read CT_REV").len(), 1);
+    }
+
+    #[test]
+    fn local_clients_and_local_backends_are_not_snatted() {
+        let topo = routed("ksl");
+        let fast = Fast::new();
+        // A pod of this node to a remote backend: DNAT only, handed to the stack.
+        let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &Frame::tcp(POD_CLIENT, node_port(SNAT_PORT)).build());
+        let out = packet::parse_checked(&out);
+        assert_eq!((verdict, out.src, out.dst), (TC_ACT_OK, POD_CLIENT, REMOTE[0]));
+        // An outside client to a local backend: DNAT only, in XDP and in TC.
+        let syn = Frame::tcp(CLIENT, node_port(LOCAL_PORT)).build();
+        let (verdict, out) = run_in(&topo, &fast, PROG_XDP_NODEPORT, &syn);
+        let out = packet::parse_checked(&out);
+        assert_eq!((verdict, out.src), (XDP_PASS, CLIENT));
+        assert!(LOCAL.contains(&out.dst), "{}", out.dst);
+        let other = Frame::tcp(SocketAddrV4::new(*CLIENT.ip(), 40_001), node_port(LOCAL_PORT)).build();
+        let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &other);
+        assert_eq!((verdict, packet::parse_checked(&out).src.port()), (TC_ACT_OK, 40_001));
+        assert!(fast.datapath.conntrack().expect("read CT").iter().all(|(_, entry)| entry.snat().is_none()));
+        assert_eq!((fast.counter(Counter::TcSnat), fast.counter(Counter::XdpForward)), (0, 0));
+    }
+
+    #[test]
+    fn without_a_neighbour_or_a_route_xdp_passes_and_tc_follows_its_entry() {
+        let topo = routed("ksm");
+        let fast = Fast::new();
+        // No neighbour for the next hop: XDP passes the frame unchanged but keeps the flow's
+        // entries; TC translates it as they say and has the kernel resolve the neighbour.
+        let syn = Frame::tcp(CLIENT, node_port(NO_NEIGH_PORT)).build();
+        let (verdict, out) = run_in(&topo, &fast, PROG_XDP_NODEPORT, &syn);
+        assert_eq!((verdict, out.as_slice()), (XDP_PASS, syn.as_slice()), "passed unchanged");
+        assert_eq!(fast.counter(Counter::XdpFibMiss), 1);
+        let conntrack = fast.datapath.conntrack().expect("read CT");
+        let snat = conntrack[0].1.snat().expect("XDP wrote a SNAT entry");
+        let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &syn);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "bpf_redirect_neigh");
+        let request = packet::parse_checked(&out);
+        assert_eq!((request.src, request.dst), (snat, REMOTE[1]), "TC followed XDP's entry");
+        assert_eq!(out[ETH_HLEN + 8], 63, "one hop off the TTL");
+        assert_eq!(fast.counter(Counter::TcFibMiss), 0);
+
+        // No route at all: XDP passes; TC rewrites and hands the packet to the stack.
+        let syn = Frame::tcp(CLIENT, node_port(UNROUTED_PORT)).build();
+        let (verdict, out) = run_in(&topo, &fast, PROG_XDP_NODEPORT, &syn);
+        assert_eq!((verdict, out.as_slice()), (XDP_PASS, syn.as_slice()));
+        assert_eq!(fast.counter(Counter::XdpFibMiss), 2);
+        let (verdict, out) = run_in(&topo, &fast, PROG_TC_NAT, &syn);
+        assert_eq!(verdict, TC_ACT_OK);
+        let request = packet::parse_checked(&out);
+        assert_eq!(request.dst, UNROUTED);
+        assert!(in_snat_range(request.src), "{}", request.src);
+        assert_eq!(out[ETH_HLEN + 8], 64, "the stack takes the hop");
+        assert_eq!(fast.counter(Counter::TcFibMiss), 1);
+        assert_eq!(fast.counter(Counter::XdpForward), 0);
+    }
+}
+
 /// Real traffic to a NodePort: namespaces `knp-<pid>-{c,n,b}` for an outside client, the node and
 /// a backend pod; veths `knp<pid>c0`/`c1` (client ↔ node, the node's "external" interface holding
 /// the node address) and `knp<pid>b0`/`b1` (pod ↔ node, the pod /24), created straight inside the
 /// namespaces. The node forwards between them; `tc_nat` runs on the ingress of `c1` and `b1`, and
-/// `xdp_nodeport` on `c1` for the first half of the test. Every address lives inside these
-/// namespaces; nothing is added to the host's. Everything is deleted on drop, also when an
-/// assertion fails.
+/// `xdp_nodeport` on `c1` for the first half of the test.
+///
+/// With a backend on another node (`knr-<pid>-{c,n,m,b}`): the client's veth `c0`/`c1` to the
+/// node `n` as above, a node-to-node link `r0` (in `n`) / `r1` (in the second node `m`), and the
+/// backend pod behind `m` (`b0`/`b1`, 10.244.2.0/24, which `n` routes via `m`). `m` knows no route
+/// back to the client: only SNAT brings the replies back through `n`.
+///
+/// Every address lives inside these namespaces; nothing is added to the host's. Everything is
+/// deleted on drop, also when an assertion fails.
 mod netns {
     use std::io::Read as _;
     use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -397,21 +660,25 @@ mod netns {
         // than veth's offloaded (pseudo-header only) ones, so the backend's stack really
         // checks what XDP patched.
         let c0 = topo.link("c0");
-        topo.in_ns("c", || disable_tx_checksum(&c0));
+        topo.in_ns("c", || set_feature(&c0, ETHTOOL_STXCSUM, false));
         topo
     }
 
-    /// `ethtool -K <iface> tx off` (no ethtool binary here): the `ETHTOOL_STXCSUM` ioctl on an
-    /// interface of the calling thread's namespace.
-    fn disable_tx_checksum(iface: &str) {
-        const ETHTOOL_STXCSUM: u32 = 0x17;
+    /// `ETHTOOL_STXCSUM`: transmit checksum offload.
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    /// `ETHTOOL_SGRO`: generic receive offload.
+    const ETHTOOL_SGRO: u32 = 0x2c;
+
+    /// `ethtool -K <iface> <feature> on|off` (no ethtool binary here): the `cmd` ioctl (one of the
+    /// `ETHTOOL_S*` constants above) on an interface of the calling thread's namespace.
+    fn set_feature(iface: &str, cmd: u32, on: bool) {
         #[repr(C)]
         struct EthtoolValue {
             cmd: u32,
             data: u32,
         }
         let socket = UdpSocket::bind("127.0.0.1:0").expect("a socket for the ioctl");
-        let mut value = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+        let mut value = EthtoolValue { cmd, data: u32::from(on) };
         // SAFETY: `ifreq` is plain data; all zeroes is a valid value.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
         assert!(iface.len() < request.ifr_name.len(), "interface name fits");
@@ -423,7 +690,7 @@ mod netns {
         // `ethtool_value`, both alive for the call) and writes at most that `ethtool_value`.
         let rc =
             unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::SIOCETHTOOL as _, &raw mut request) };
-        assert_eq!(rc, 0, "ETHTOOL_STXCSUM on {iface}: {}", std::io::Error::last_os_error());
+        assert_eq!(rc, 0, "ethtool command {cmd:#x} on {iface}: {}", std::io::Error::last_os_error());
     }
 
     /// A NodePort Service `web` (TCP and UDP on port 80 / node port [`NODE_PORT`]) with
@@ -484,15 +751,15 @@ mod netns {
         )
     }
 
-    /// From the client namespace: `EXCHANGES` TCP connections and UDP exchanges with the node
-    /// port; returns the client address the backend reported each time.
-    fn exchange(topo: &Topology) -> Vec<SocketAddrV4> {
+    /// From the client namespace: `EXCHANGES` TCP connections and UDP exchanges with `target`,
+    /// served by `backend` in namespace `b`; returns the client address the backend reported
+    /// each time.
+    fn exchange(topo: &Topology, target: SocketAddrV4, backend: SocketAddrV4) -> Vec<SocketAddrV4> {
         let (listener, udp) = topo.in_ns("b", || {
-            (TcpListener::bind(BACKEND).expect("bind TCP"), UdpSocket::bind(BACKEND).expect("bind UDP"))
+            (TcpListener::bind(backend).expect("bind TCP"), UdpSocket::bind(backend).expect("bind UDP"))
         });
         let server = topo.spawn_in_ns("b", move || topology::serve(listener, udp, EXCHANGES, TIMEOUT));
         let seen = topo.in_ns("c", || {
-            let target = SocketAddrV4::new(NODE_IP, NODE_PORT);
             let mut seen = Vec::new();
             for _ in 0..EXCHANGES {
                 let mut stream = TcpStream::connect_timeout(&target.into(), TIMEOUT).expect("connect to the node port");
@@ -547,7 +814,7 @@ mod netns {
 
         // (a) XDP translates the client's packets; TC on c1 then has nothing to do but replies
         // are restored on b1.
-        let seen = exchange(&topo);
+        let seen = exchange(&topo, SocketAddrV4::new(NODE_IP, NODE_PORT), BACKEND);
         assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
         let xdp_dnat = datapath.counter(Counter::XdpDnat).expect("read the counter");
         assert!(xdp_dnat >= 2 * EXCHANGES as u64, "XDP translated every flow: {xdp_dnat}");
@@ -563,7 +830,7 @@ mod netns {
         // (b) Without XDP, tc_nat on c1 does the same.
         topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
         assert!(datapath.xdp_interfaces().is_empty());
-        let seen = exchange(&topo);
+        let seen = exchange(&topo, SocketAddrV4::new(NODE_IP, NODE_PORT), BACKEND);
         assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
         assert_eq!(datapath.counter(Counter::XdpDnat).expect("read the counter"), xdp_dnat, "XDP is gone");
         assert!(
@@ -578,5 +845,104 @@ mod netns {
             datapath.detach_tc(&c1).expect("detach");
             datapath.detach_tc(&b1).expect("detach");
         });
+    }
+
+    /// The second node's address on the node-to-node link, and the first node's (its SNAT
+    /// address).
+    const NODE2_LINK: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
+    const NODE1_LINK: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+    const REMOTE_POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 1);
+    const REMOTE_BACKEND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 2), 8080);
+    /// `externalTrafficPolicy: Cluster`, its only endpoint [`REMOTE_BACKEND`].
+    const REMOTE_NODE_PORT: u16 = 30081;
+
+    /// The two-node topology (see the module).
+    fn build_two_nodes() -> Topology {
+        let mut topo = Topology::new("knr");
+        let node = topo.add_ns("n");
+        let node2 = topo.add_ns("m");
+        for tag in ["n", "m"] {
+            topo.in_ns(tag, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in a node namespace")
+            });
+        }
+        let client = topo.add_ns("c");
+        let backend = topo.add_ns("b");
+        topo.wire(&client, "c", CLIENT_ADDR, NODE_IP);
+        topo.veth("r", (&node, Some(NODE1_LINK)), (&node2, Some(NODE2_LINK)));
+        topo.veth("b", (&backend, Some(*REMOTE_BACKEND.ip())), (&node2, Some(REMOTE_POD_GATEWAY)));
+        topology::ip(&["-n", &backend, "route", "add", "default", "via", &REMOTE_POD_GATEWAY.to_string()]);
+        topology::ip(&["-n", &node, "route", "add", "10.244.2.0/24", "via", &NODE2_LINK.to_string()]);
+        let (c0, r1) = (topo.link("c0"), topo.link("r1"));
+        // Complete checksums from the client, as from a NIC (see `build`).
+        topo.in_ns("c", || set_feature(&c0, ETHTOOL_STXCSUM, false));
+        // A veth takes frames redirected from XDP into its peer only with NAPI, which GRO enables.
+        topo.in_ns("m", || set_feature(&r1, ETHTOOL_SGRO, true));
+        topo
+    }
+
+    #[test]
+    fn node_port_reaches_a_backend_on_another_node_through_snat() {
+        let topo = build_two_nodes();
+        let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
+        let services: Vec<Service> = [Protocol::Tcp, Protocol::Udp]
+            .into_iter()
+            .map(|proto| Service {
+                vip: NODE_IP,
+                port: REMOTE_NODE_PORT,
+                proto,
+                backends: vec![REMOTE_BACKEND],
+                affinity: None,
+                maglev: true,
+            })
+            .collect();
+        datapath.sync(&services).expect("program the services");
+        datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
+        datapath.set_snat_addr(Some(NODE1_LINK)).expect("set the SNAT address");
+        let (c1, r0) = (topo.link("c1"), topo.link("r0"));
+        topo.in_ns("n", || {
+            datapath.attach_tc(&c1).expect("attach tc_nat to the node's external veth");
+            datapath.attach_tc(&r0).expect("attach tc_nat to the node-to-node veth");
+            datapath.attach_xdp(&c1).expect("attach xdp_nodeport to the node's external veth");
+        });
+        let target = SocketAddrV4::new(NODE_IP, REMOTE_NODE_PORT);
+        let snatted = |seen: &[SocketAddrV4]| {
+            seen.len() == 2 * EXCHANGES
+                && seen.iter().all(|s| *s.ip() == NODE1_LINK && (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&s.port()))
+        };
+
+        // (a) XDP translates and forwards the client's packets (the very first waits for TC to
+        // resolve the second node's MAC); TC on r0 restores and forwards the replies.
+        let seen = exchange(&topo, target, REMOTE_BACKEND);
+        assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
+        let forwarded = count(&datapath, Counter::XdpForward);
+        assert!(forwarded > 0, "XDP forwarded packets itself");
+        assert!(count(&datapath, Counter::TcRevNat) >= 2 * EXCHANGES as u64, "TC restored every flow's replies");
+        assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
+        let conntrack = datapath.conntrack().expect("read CT");
+        assert!(
+            conntrack.iter().all(|(key, entry)| *key.source().ip() == CLIENT_ADDR
+                && entry.backend() == REMOTE_BACKEND
+                && entry.snat().is_some_and(|snat| *snat.ip() == NODE1_LINK)),
+            "{conntrack:?}"
+        );
+
+        // (b) Without XDP, tc_nat on c1 does the same.
+        topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
+        let snat_before = count(&datapath, Counter::TcSnat);
+        let seen = exchange(&topo, target, REMOTE_BACKEND);
+        assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
+        assert_eq!(count(&datapath, Counter::XdpForward), forwarded, "XDP is gone");
+        assert!(count(&datapath, Counter::TcSnat) >= snat_before + 2 * EXCHANGES as u64, "TC SNAT'd every flow");
+        assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
+
+        topo.in_ns("n", || {
+            datapath.detach_tc(&c1).expect("detach");
+            datapath.detach_tc(&r0).expect("detach");
+        });
+    }
+
+    fn count(datapath: &Datapath, which: Counter) -> u64 {
+        datapath.counter(which).expect("read the counter")
     }
 }

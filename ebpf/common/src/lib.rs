@@ -29,7 +29,8 @@ pub const SOCKET_PROGRAMS: [&str; 4] = [PROG_CONNECT4, PROG_SENDMSG4, PROG_RECVM
 pub const PROG_TC_NAT: &str = "tc_nat";
 /// XDP program for the node's external interface: the NodePort fast path. A packet to a service
 /// frontend whose backend is on this node (inside [`LOCAL_CIDRS`]) is translated as `tc_nat`
-/// would (same [`CT`]/[`CT_REV`] entries) and passed up; everything else passes unchanged.
+/// would (same [`CT`]/[`CT_REV`] entries) and passed up; one whose backend is on another node is
+/// translated with SNAT as well and forwarded from XDP; everything else passes unchanged.
 pub const PROG_XDP_NODEPORT: &str = "xdp_nodeport";
 
 /// Hash map [`ServiceKey`] → [`ServiceValue`].
@@ -43,13 +44,20 @@ pub const COUNTERS: &str = "COUNTERS";
 /// LRU hash map [`CtKey`] → [`CtEntry`]: the backend each client flow to a service was sent to,
 /// keyed by the flow as the client sent it.
 pub const CT: &str = "CT";
-/// LRU hash map [`CtKey`] → [`ServiceAddr`]: the service a backend's reply must appear to come
-/// from, keyed by the reply as the backend sends it.
+/// LRU hash map [`CtKey`] → [`CtRevEntry`]: the service a backend's reply must appear to come
+/// from (and, for a SNAT'd flow, the client it must go back to), keyed by the reply as the
+/// backend sends it.
 pub const CT_REV: &str = "CT_REV";
 /// Array of [`LocalCidr`], [`LOCAL_CIDRS_MAX_ENTRIES`] slots: the pod CIDRs of this node. A
 /// backend inside one of them is local (reachable through a pod veth here), which is what
-/// `xdp_nodeport` needs to know before it translates a packet itself.
+/// `xdp_nodeport` needs to know before it translates a packet itself; a client inside one is a
+/// local pod. Both programs SNAT a new flow only when neither its client nor its backend is local
+/// (see [`CtEntry::snat_addr`]), and only while at least one slot is in use.
 pub const LOCAL_CIDRS: &str = "LOCAL_CIDRS";
+/// Array of one `u32` (network order): the address SNAT'd flows get as their source, this node's
+/// own (written by the datapath). 0, the initial value, means "the address the client reached"
+/// (the packet's original destination).
+pub const SNAT_ADDR: &str = "SNAT_ADDR";
 /// LRU hash map [`AffinityKey`] → [`AffinityEntry`]: session affinity (`sessionAffinity:
 /// ClientIP`), the backend each client last reached through each service and when.
 pub const AFFINITY: &str = "AFFINITY";
@@ -61,7 +69,8 @@ pub const AFFINITY: &str = "AFFINITY";
 /// layout is per node (it depends on the order of updates), the table is not.
 pub const MAGLEV: &str = "MAGLEV";
 /// Every map the datapath owns (and pins, when asked).
-pub const MAPS: [&str; 9] = [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS, AFFINITY, MAGLEV];
+pub const MAPS: [&str; 10] =
+    [SERVICES, BACKENDS, SOCK_REV_NAT, COUNTERS, CT, CT_REV, LOCAL_CIDRS, SNAT_ADDR, AFFINITY, MAGLEV];
 
 pub const SERVICES_MAX_ENTRIES: u32 = 65_536;
 pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
@@ -73,6 +82,15 @@ pub const CT_MAX_ENTRIES: u32 = 131_072;
 pub const CT_REV_MAX_ENTRIES: u32 = CT_MAX_ENTRIES;
 /// Pod CIDRs a node can have (one IPv4 `podCIDR` today; room for more).
 pub const LOCAL_CIDRS_MAX_ENTRIES: u32 = 4;
+/// The source ports SNAT'd flows get, host order: above Linux's default ephemeral range
+/// (`net.ipv4.ip_local_port_range` 32768–60999), so that they do not collide with the node's own
+/// connections from the same address.
+pub const SNAT_PORT_MIN: u16 = 61_000;
+pub const SNAT_PORT_MAX: u16 = 65_535;
+/// How many ports a new SNAT'd flow tries, from one picked by hashing the client's address and
+/// port, before it is dropped ([`Counter::SnatPortsExhausted`]). Bounded so the programs stay
+/// small for the verifier; with free ports around, the first try almost always wins.
+pub const SNAT_PORT_PROBES: u16 = 8;
 /// One entry per (client, service with affinity) pair; LRU because clients go away silently.
 pub const AFFINITY_MAX_ENTRIES: u32 = 131_072;
 /// How many slots a program searches for a client's affinity backend that moved to another slot
@@ -295,7 +313,8 @@ impl CtKey {
     }
 }
 
-/// Where `tc_nat` sent a client flow: the backend, and the service frontend it stands for.
+/// Where `tc_nat` sent a client flow: the backend, the service frontend it stands for and, when
+/// the flow is SNAT'd, the source it was given.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtEntry {
@@ -307,6 +326,14 @@ pub struct CtEntry {
     pub backend_port: u16,
     /// Network order.
     pub vip_port: u16,
+    /// Network order: the source address the flow's packets get on their way to the backend, or
+    /// 0 when the client's own is kept. A flow is SNAT'd when neither its client nor its backend
+    /// is local ([`LOCAL_CIDRS`]): the backend's node would otherwise send the replies straight to
+    /// the client, bypassing this node and its reverse NAT.
+    pub snat_addr: u32,
+    /// Network order: the source port with [`Self::snat_addr`] (0 when not SNAT'd).
+    pub snat_port: u16,
+    pub _pad: u16,
 }
 
 impl CtEntry {
@@ -318,6 +345,47 @@ impl CtEntry {
     pub const fn service(&self) -> SocketAddrV4 {
         let [a, b, c, d] = self.vip.to_ne_bytes();
         SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.vip_port))
+    }
+
+    /// The source the flow's packets are given, when it is SNAT'd.
+    pub const fn snat(&self) -> Option<SocketAddrV4> {
+        if self.snat_port == 0 {
+            return None;
+        }
+        let [a, b, c, d] = self.snat_addr.to_ne_bytes();
+        Some(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.snat_port)))
+    }
+}
+
+/// What a backend's reply must look like to its client: the service it must come from and, for a
+/// SNAT'd flow, the client it must go to (its destination is then this node's SNAT address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtRevEntry {
+    /// Network order: the service's ClusterIP (or node address, for a NodePort).
+    pub vip: u32,
+    /// Network order: the client's address, or 0 when the flow is not SNAT'd (the reply already
+    /// goes to the client).
+    pub client: u32,
+    /// Network order.
+    pub port: u16,
+    /// Network order: the client's port (0 when not SNAT'd).
+    pub client_port: u16,
+}
+
+impl CtRevEntry {
+    pub const fn service(&self) -> SocketAddrV4 {
+        let [a, b, c, d] = self.vip.to_ne_bytes();
+        SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.port))
+    }
+
+    /// The client of a SNAT'd flow.
+    pub const fn client(&self) -> Option<SocketAddrV4> {
+        if self.client == 0 {
+            return None;
+        }
+        let [a, b, c, d] = self.client.to_ne_bytes();
+        Some(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.client_port)))
     }
 }
 
@@ -452,8 +520,8 @@ pub enum Counter {
     TcRewriteFailed = 12,
     /// `xdp_nodeport`: a packet to a service rewritten to a local backend and passed up.
     XdpDnat = 13,
-    /// `xdp_nodeport`: a packet to a service whose backend is not local, passed unchanged (TC
-    /// translates it).
+    /// `xdp_nodeport`: a packet to a service whose backend is not local and whose flow is not
+    /// SNAT'd (a local pod's, or no local CIDRs set), passed unchanged (TC translates it).
     XdpNotLocal = 14,
     /// `xdp_nodeport`: a packet to a service without backends (e.g. `externalTrafficPolicy:
     /// Local` with no endpoint here), dropped.
@@ -473,15 +541,31 @@ pub enum Counter {
     AffinityUpdateFailed = 20,
     /// A new `tc_nat` or `xdp_nodeport` flow to a service with [`SERVICE_F_MAGLEV`] got its
     /// backend from the [`MAGLEV`] table. Counted per lookup: a flow that `xdp_nodeport` leaves
-    /// to `tc_nat` (remote backend) counts twice, with the same backend both times.
+    /// to `tc_nat` (remote backend, not SNAT'd) counts twice, with the same backend both times.
     MaglevPick = 21,
     /// A service has [`SERVICE_F_MAGLEV`] but its table lacked the flow's entry (an update in
     /// progress): the backend was picked at random.
     MaglevMiss = 22,
+    /// `tc_nat`: a packet to a service rewritten to a backend on another node and given this
+    /// node's SNAT address and port as its source (also counted as [`Counter::TcDnat`]).
+    TcSnat = 23,
+    /// `tc_nat`: a SNAT'd packet (either direction) for which the FIB had no usable route, so
+    /// it was handed to the kernel's stack after the rewrite (which drops it as a martian unless
+    /// the ingress interface has `accept_local`).
+    TcFibMiss = 24,
+    /// `tc_nat` or `xdp_nodeport`: a new flow that needed SNAT found no free port among the ones
+    /// it may try ([`SNAT_PORT_PROBES`]); dropped.
+    SnatPortsExhausted = 25,
+    /// `xdp_nodeport`: a packet to a service rewritten (DNAT and SNAT) to a backend on another
+    /// node and sent on from XDP (`XDP_TX` or redirect).
+    XdpForward = 26,
+    /// `xdp_nodeport`: a packet that needs SNAT to a backend on another node, for which the FIB
+    /// lookup did not give an interface and a neighbour; passed unchanged for `tc_nat`.
+    XdpFibMiss = 27,
 }
 
 impl Counter {
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 28] = [
         Self::Connect,
         Self::Sendmsg,
         Self::Recvmsg,
@@ -505,6 +589,11 @@ impl Counter {
         Self::AffinityUpdateFailed,
         Self::MaglevPick,
         Self::MaglevMiss,
+        Self::TcSnat,
+        Self::TcFibMiss,
+        Self::SnatPortsExhausted,
+        Self::XdpForward,
+        Self::XdpFibMiss,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -532,6 +621,11 @@ impl Counter {
             Self::AffinityUpdateFailed => "affinity_update_failed",
             Self::MaglevPick => "maglev_pick",
             Self::MaglevMiss => "maglev_miss",
+            Self::TcSnat => "tc_snat",
+            Self::TcFibMiss => "tc_fib_miss",
+            Self::SnatPortsExhausted => "snat_ports_exhausted",
+            Self::XdpForward => "xdp_forward",
+            Self::XdpFibMiss => "xdp_fib_miss",
         }
     }
 }
@@ -546,7 +640,8 @@ const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<SockRevNatKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ServiceAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 12);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 20);
+const _: () = assert!(core::mem::size_of::<CtRevEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<LocalCidr>() == 8);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityEntry>() == 16);
@@ -577,6 +672,9 @@ unsafe impl aya::Pod for CtKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtEntry {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtRevEntry {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for LocalCidr {}
@@ -632,7 +730,7 @@ mod tests {
             assert_eq!(*counter as u32, i as u32);
             assert!(Counter::ALL[..i].iter().all(|other| other.name() != counter.name()));
         }
-        assert_eq!(COUNTERS_LEN, 23);
+        assert_eq!(COUNTERS_LEN, 28);
     }
 
     #[test]
@@ -646,12 +744,30 @@ mod tests {
 
     #[test]
     fn ct_entry_layout() {
-        let entry = CtEntry { backend: 1, vip: 2, backend_port: 3, vip_port: 4 };
-        let raw = bytes::<_, 12>(entry);
+        let entry = CtEntry { backend: 1, vip: 2, backend_port: 3, vip_port: 4, snat_addr: 5, snat_port: 6, _pad: 0 };
+        let raw = bytes::<_, 20>(entry);
         assert_eq!(&raw[..4], &1u32.to_ne_bytes());
         assert_eq!(&raw[4..8], &2u32.to_ne_bytes());
         assert_eq!(&raw[8..10], &3u16.to_ne_bytes());
         assert_eq!(&raw[10..12], &4u16.to_ne_bytes());
+        assert_eq!(&raw[12..16], &5u32.to_ne_bytes());
+        assert_eq!(&raw[16..18], &6u16.to_ne_bytes());
+        assert_eq!(&raw[18..], &[0, 0]);
+        assert_eq!(CtEntry { snat_port: 0, ..entry }.snat(), None, "no port, no SNAT");
+    }
+
+    #[test]
+    fn ct_rev_entry_is_wire_order() {
+        let entry = CtRevEntry {
+            vip: u32::from_ne_bytes([192, 168, 0, 1]),
+            client: u32::from_ne_bytes([203, 0, 113, 7]),
+            port: 30_080u16.to_be(),
+            client_port: 40_000u16.to_be(),
+        };
+        assert_eq!(bytes::<_, 12>(entry), [192, 168, 0, 1, 203, 0, 113, 7, 0x75, 0x80, 0x9c, 0x40]);
+        assert_eq!(entry.service(), SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 30_080));
+        assert_eq!(entry.client(), Some(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 7), 40_000)));
+        assert_eq!(CtRevEntry { client: 0, client_port: 0, ..entry }.client(), None);
     }
 
     #[test]

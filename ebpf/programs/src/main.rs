@@ -319,8 +319,11 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
 
-/// The kernel needs a license string; none of the helpers used here (including the TC ones:
-/// skb load/store bytes, l3/l4 checksum replace; XDP uses map helpers only) is GPL-only.
+/// The kernel needs a license string, and a GPL-compatible one for `bpf_fib_lookup` (GPL-only),
+/// which `tc_nat` and `xdp_nodeport` need to forward SNAT'd packets themselves. The kernel
+/// accepts only a fixed list of strings (`license_is_gpl_compatible`), which has no Apache-2.0
+/// and no SPDX expressions; "Dual MIT/GPL" is aya's template default. The other helpers used here
+/// are not GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 11] = *b"Apache-2.0\0";
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

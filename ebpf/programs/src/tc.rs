@@ -11,12 +11,27 @@
 //!   one.
 //!   A new flow records its backend in [`CT`] and, in [`CT_REV`], the service its replies must
 //!   appear to come from. A service without backends drops the packet (`TC_ACT_SHOT`).
+//! - **SNAT.** A new flow whose client and backend are both outside this node's pod CIDRs (an
+//!   outside client of a NodePort whose backend is on another node) also gets this node's SNAT
+//!   address and a reserved port as its source (see [`crate::nat`]), so that the backend's reply
+//!   comes back here instead of going straight to the client. No free port among those tried
+//!   drops the packet.
 //! - **Reverse (SNAT of replies).** A packet that is no service's but matches [`CT_REV`] (the
-//!   backend's side of a translated flow: backend → client) gets the service address as source.
+//!   backend's side of a translated flow: backend → client, or backend → SNAT address) gets the
+//!   service address as source and, for a SNAT'd flow, the client as destination.
+//!
+//! A SNAT'd packet, either way, has a source address of this node while it is on its way in,
+//! which the kernel drops as a martian; so `tc_nat` forwards it itself: a FIB lookup (input, as
+//! if routed from the ingress interface, so forwarding must be on there), new MAC addresses, one
+//! hop off the TTL and `bpf_redirect` (`TC_ACT_REDIRECT`) to the egress interface; when the next
+//! hop's neighbour entry is missing, `bpf_redirect_neigh` resolves it. Without a usable route
+//! (unreachable, forwarding off, TTL 1) the rewritten packet goes to the stack (`TC_ACT_OK`,
+//! counted), which drops it unless the interface has `accept_local`.
 //!
 //! Hooks: the ingress of each pod's host-side veth (a pod's request is translated as it leaves
 //! the pod, and a local backend's reply as it leaves the backend) and the ingress of the node
-//! interface (replies from backends on other nodes, whose node holds no entry for the flow).
+//! interfaces (requests of outside clients, and replies from backends on other nodes, whose node
+//! holds no entry for the flow).
 //!
 //! Checksums are patched incrementally with `bpf_l3_csum_replace` and `bpf_l4_csum_replace`
 //! (pseudo-header aware, so `CHECKSUM_PARTIAL` packets from local stacks come out right too); a
@@ -38,18 +53,21 @@
 //! address as the source: its kernel drops such a packet (a "martian" with a local source), and
 //! even if it took it, the reply would go over its loopback without passing `tc_nat`, so the
 //! client would see the pod's address instead of the VIP. Making that work needs SNAT of hairpin
-//! flows to an address of the node (kube-proxy masquerades them), which `tc_nat` does not do.
+//! flows to an address of the node (kube-proxy masquerades them), which `tc_nat` does not do
+//! (its SNAT is for flows whose client and backend are both off this node).
 //! Pods on a Keelson node reach their services through the socket programs, which rewrite the
 //! destination before routing, so hairpin works there without any NAT.
 
-use aya_ebpf::bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT};
+use aya_ebpf::EbpfContext as _;
+use aya_ebpf::bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, bpf_redir_neigh};
+use aya_ebpf::helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use keelson_ebpf_common::{Counter, CtKey, ServiceAddr, ServiceKey};
+use keelson_ebpf_common::{Counter, CtRevEntry, ServiceKey};
 
 use crate::nat::{
-    CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF, Packet, PacketRead, Skip, forget,
-    forward_entry, parse, reply_flow,
+    AF_INET, CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, L4_DPORT_OFF, L4_SPORT_OFF, NoRoute, Packet,
+    PacketRead, Skip, client_flow, fib_lookup, forget, forward_entry, parse, reply_flow, ttl_words,
 };
 use crate::{SERVICES, bump};
 
@@ -74,10 +92,7 @@ struct Rewrite {
 #[classifier]
 pub fn tc_nat(ctx: TcContext) -> i32 {
     match try_tc_nat(&ctx) {
-        Ok(counter) => {
-            bump(counter);
-            TC_ACT_OK
-        }
+        Ok(verdict) => verdict,
         // `NotLocal` is XDP's; every backend is fine here.
         Err(Skip::NotOurs | Skip::NotLocal) => TC_ACT_OK,
         Err(Skip::Malformed) => {
@@ -96,12 +111,16 @@ pub fn tc_nat(ctx: TcContext) -> i32 {
             bump(Counter::TcRewriteFailed);
             TC_ACT_SHOT
         }
+        Err(Skip::PortsExhausted) => {
+            bump(Counter::SnatPortsExhausted);
+            TC_ACT_SHOT
+        }
     }
 }
 
-/// Translates one packet; returns the counter of what was done.
+/// Translates one packet, counts what was done and returns the verdict.
 #[inline(always)]
-fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
+fn try_tc_nat(ctx: &TcContext) -> Result<i32, Skip> {
     let packet = parse(ctx)?;
     let ip = &packet.ip;
     let service = ServiceKey { vip: ip.daddr, port: packet.dport, proto: ip.proto, _pad: 0 };
@@ -120,14 +139,33 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
                 new_port: entry.backend_port,
             },
         )?;
+        if entry.snat_addr != 0 {
+            rewrite(
+                ctx,
+                &packet,
+                &Rewrite {
+                    addr_off: IP_SADDR_OFF,
+                    port_off: packet.l4 + L4_SPORT_OFF,
+                    old_addr: ip.saddr,
+                    new_addr: entry.snat_addr,
+                    old_port: packet.sport,
+                    new_port: entry.snat_port,
+                },
+            )?;
+        }
         if packet.is_reset() {
             forget(&packet.flow(), &reply_flow(&packet, &entry));
         }
-        return Ok(Counter::TcDnat);
+        bump(Counter::TcDnat);
+        if entry.snat_addr == 0 {
+            return Ok(TC_ACT_OK);
+        }
+        bump(Counter::TcSnat);
+        return forward(ctx, &packet, entry.snat_addr, entry.backend);
     }
     let reply = packet.flow();
     // SAFETY: copied out at once.
-    let &ServiceAddr { vip, port, .. } = unsafe { CT_REV.get(reply) }.ok_or(Skip::NotOurs)?;
+    let rev: CtRevEntry = *unsafe { CT_REV.get(reply) }.ok_or(Skip::NotOurs)?;
     rewrite(
         ctx,
         &packet,
@@ -135,17 +173,83 @@ fn try_tc_nat(ctx: &TcContext) -> Result<Counter, Skip> {
             addr_off: IP_SADDR_OFF,
             port_off: packet.l4 + L4_SPORT_OFF,
             old_addr: ip.saddr,
-            new_addr: vip,
+            new_addr: rev.vip,
             old_port: packet.sport,
-            new_port: port,
+            new_port: rev.port,
         },
     )?;
-    if packet.is_reset() {
-        let flow =
-            CtKey { saddr: ip.daddr, daddr: vip, sport: packet.dport, dport: port, proto: ip.proto, _pad: [0; 3] };
-        forget(&flow, &reply);
+    if rev.client != 0 {
+        rewrite(
+            ctx,
+            &packet,
+            &Rewrite {
+                addr_off: IP_DADDR_OFF,
+                port_off: packet.l4 + L4_DPORT_OFF,
+                old_addr: ip.daddr,
+                new_addr: rev.client,
+                old_port: packet.dport,
+                new_port: rev.client_port,
+            },
+        )?;
     }
-    Ok(Counter::TcRevNat)
+    if packet.is_reset() {
+        forget(&client_flow(&reply, &rev), &reply);
+    }
+    bump(Counter::TcRevNat);
+    if rev.client == 0 {
+        return Ok(TC_ACT_OK);
+    }
+    forward(ctx, &packet, rev.vip, rev.client)
+}
+
+/// Sends a SNAT'd packet, rewritten to go from `src` to `dst` (network order), on towards `dst`
+/// itself: it carries a source address of this node, so the stack would drop it as a martian.
+/// With a route and a neighbour from the FIB: new MAC addresses, one hop off the TTL and
+/// `bpf_redirect` to the egress interface. With a route whose next hop has no neighbour entry
+/// yet: the same through `bpf_redirect_neigh`, which resolves it. Without a usable route:
+/// counted and handed to the stack unchanged (`TC_ACT_OK`), which drops it unless the interface
+/// accepts local sources (`accept_local`) and then routes it, or sends the ICMP error.
+#[inline(always)]
+fn forward(ctx: &TcContext, packet: &Packet, src: u32, dst: u32) -> Result<i32, Skip> {
+    // SAFETY: the context's `__sk_buff` is valid for the program's run; `ifindex` is readable.
+    let ingress = unsafe { (*ctx.skb.skb).ifindex };
+    let lookup = |params: &mut _| {
+        // SAFETY: `params` is a valid `bpf_fib_lookup` for the duration of the call, and its
+        // size is passed along; the context is the program's own.
+        unsafe { bpf_fib_lookup(ctx.as_ptr(), params, size_of_val(params) as i32, 0) }
+    };
+    // The skb path checks the MTU itself (GSO packets may be larger than it): no `tot_len`.
+    match fib_lookup(packet, src, dst, ingress, 0, lookup) {
+        Ok(route) => {
+            decrement_ttl(ctx, packet)?;
+            ctx.store(0, &route.macs, 0).map_err(|_| Skip::RewriteFailed)?;
+            // SAFETY: `bpf_redirect` has no pointer arguments.
+            Ok(unsafe { bpf_redirect(route.ifindex, 0) } as i32)
+        }
+        Err(NoRoute::NoNeighbour { ifindex, next_hop }) => {
+            decrement_ttl(ctx, packet)?;
+            let mut neighbour = bpf_redir_neigh {
+                nh_family: u32::from(AF_INET),
+                __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: next_hop },
+            };
+            // SAFETY: `neighbour` is valid for the call and its size is passed along.
+            let verdict = unsafe { bpf_redirect_neigh(ifindex, &raw mut neighbour, size_of_val(&neighbour) as i32, 0) };
+            Ok(verdict as i32)
+        }
+        Err(NoRoute::Other) => {
+            bump(Counter::TcFibMiss);
+            Ok(TC_ACT_OK)
+        }
+    }
+}
+
+/// Takes one hop off the TTL and patches the IPv4 checksum (the L4 checksums do not cover it).
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext, packet: &Packet) -> Result<(), Skip> {
+    let failed = |_| Skip::RewriteFailed;
+    let (old, new) = ttl_words(packet);
+    ctx.store(IP_TTL_OFF, &new, 0).map_err(failed)?;
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 2).map_err(failed)
 }
 
 /// Replaces an address and a port and patches the IPv4 and L4 checksums to match.

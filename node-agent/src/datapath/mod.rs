@@ -12,8 +12,10 @@
 //! the socket hooks do not see; [`Datapath::attach_tc`] attaches it to the ingress of a pod's
 //! host-side veth or of the node interface ([`tc`]). The XDP program `xdp_nodeport` is the
 //! NodePort fast path on the node's external interface: it translates flows whose backend is in
-//! one of this node's pod CIDRs ([`Datapath::set_local_cidrs`]) and leaves the rest to `tc_nat`;
-//! [`Datapath::attach_xdp`] attaches it ([`xdp`]). NodePort frontends are ordinary services to the
+//! one of this node's pod CIDRs ([`Datapath::set_local_cidrs`]) and, with SNAT, those whose
+//! backend is on another node; the rest it leaves to `tc_nat`; [`Datapath::attach_xdp`] attaches
+//! it ([`xdp`]). Both SNAT a flow whose client and backend are both outside this node's pod CIDRs
+//! (so that the backend's reply comes back through this node), to [`Datapath::set_snat_addr`]. NodePort frontends are ordinary services to the
 //! datapath (node address, node port, protocol); the proxy decides their backends.
 //! [`Datapath::sync`] applies a whole desired table and [`Datapath::upsert`]/[`Datapath::remove`]
 //! single services, each with only the map writes the change needs ([`sync`]). With
@@ -50,7 +52,8 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_
 use aya::{Ebpf, EbpfLoader};
 use keelson_ebpf_common::{
     AFFINITY, AffinityEntry, AffinityKey, BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey,
-    LOCAL_CIDRS, LocalCidr, MAGLEV, MAPS, MaglevKey, SERVICES, SOCKET_PROGRAMS, ServiceAddr, ServiceKey, ServiceValue,
+    CtRevEntry, LOCAL_CIDRS, LocalCidr, MAGLEV, MAPS, MaglevKey, SERVICES, SNAT_ADDR, SOCKET_PROGRAMS, ServiceKey,
+    ServiceValue,
 };
 
 pub use service::{Protocol, Service, SyncStats};
@@ -215,8 +218,9 @@ pub struct Datapath {
     maps: KernelMaps,
     counters: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, CtKey, CtEntry>,
-    rev_nat: HashMap<MapData, CtKey, ServiceAddr>,
+    rev_nat: HashMap<MapData, CtKey, CtRevEntry>,
     local_cidrs: Array<MapData, LocalCidr>,
+    snat_addr: Array<MapData, u32>,
     affinity: HashMap<MapData, AffinityKey, AffinityEntry>,
     /// What the maps hold; `None` after a failed write, until read back from the maps.
     programmed: Option<Programmed>,
@@ -275,6 +279,8 @@ impl Datapath {
             HashMap::try_from(take_map(&mut ebpf, CT_REV)?).map_err(|source| Error::OpenMap { map: CT_REV, source })?;
         let local_cidrs = Array::try_from(take_map(&mut ebpf, LOCAL_CIDRS)?)
             .map_err(|source| Error::OpenMap { map: LOCAL_CIDRS, source })?;
+        let snat_addr = Array::try_from(take_map(&mut ebpf, SNAT_ADDR)?)
+            .map_err(|source| Error::OpenMap { map: SNAT_ADDR, source })?;
         let affinity = HashMap::try_from(take_map(&mut ebpf, AFFINITY)?)
             .map_err(|source| Error::OpenMap { map: AFFINITY, source })?;
         let programmed = Programmed::read(&mut maps)?;
@@ -285,6 +291,7 @@ impl Datapath {
             conntrack,
             rev_nat,
             local_cidrs,
+            snat_addr,
             affinity,
             programmed: Some(programmed),
             stale_pins,
@@ -382,9 +389,9 @@ impl Datapath {
         self.conntrack.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: CT, source })
     }
 
-    /// The reverse entries of [`Self::conntrack`]: each backend-side reply tuple and the service
-    /// address its replies are given as source.
-    pub fn rev_nat(&self) -> Result<Vec<(CtKey, ServiceAddr)>, Error> {
+    /// The reverse entries of [`Self::conntrack`]: each backend-side reply tuple, the service
+    /// address its replies are given as source and, for a SNAT'd flow, the client they go back to.
+    pub fn rev_nat(&self) -> Result<Vec<(CtKey, CtRevEntry)>, Error> {
         self.rev_nat.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: CT_REV, source })
     }
 

@@ -1,10 +1,13 @@
 //! Attaching `xdp_nodeport` (the NodePort fast path, see `ebpf/programs/src/xdp.rs`) to the
 //! node's external interface, and the local pod CIDRs it relies on.
 //!
-//! `xdp_nodeport` translates a packet itself only when the flow's backend is local, that is inside
+//! `xdp_nodeport` translates a packet itself when the flow's backend is local, that is inside
 //! one of the CIDRs written by [`Datapath::set_local_cidrs`] (this node's pod CIDRs, whose
-//! addresses sit behind pod veths here); everything else it passes to the stack unchanged, for
-//! `tc_nat` to translate or ignore. So XDP goes together with `tc_nat` on the same interface
+//! addresses sit behind pod veths here), and passes it up; when the backend is remote and the
+//! client is not a local pod, it also SNATs the flow to [`Datapath::set_snat_addr`] and forwards
+//! it itself (FIB lookup, then `XDP_TX` or redirect). Everything else it passes to the stack
+//! unchanged, for `tc_nat` to translate or ignore. The same CIDRs tell `tc_nat` which flows need
+//! SNAT. So XDP goes together with `tc_nat` on the same interface
 //! (remote backends) and on the pods' veths (replies). A reply reverse-translated on a pod veth
 //! carries the node's own address as its source, which the kernel drops as martian unless
 //! `net.ipv4.conf.<veth>.accept_local` is 1 (and `rp_filter` is not strict) on the pod veths;
@@ -22,7 +25,7 @@ use std::str::FromStr;
 use aya::Ebpf;
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
-use keelson_ebpf_common::{LOCAL_CIDRS, LOCAL_CIDRS_MAX_ENTRIES, LocalCidr, PROG_XDP_NODEPORT};
+use keelson_ebpf_common::{LOCAL_CIDRS, LOCAL_CIDRS_MAX_ENTRIES, LocalCidr, PROG_XDP_NODEPORT, SNAT_ADDR};
 
 use super::{Datapath, Error};
 
@@ -127,8 +130,9 @@ impl Datapath {
     }
 
     /// Makes `cidrs` (at most [`LOCAL_CIDRS_MAX_ENTRIES`]) this node's pod CIDRs: backends inside
-    /// them are local, and `xdp_nodeport` translates flows to them itself. Unused slots are
-    /// cleared; an empty list makes XDP leave every flow to TC.
+    /// them are local, and `xdp_nodeport` translates flows to them itself; a flow with neither
+    /// its client nor its backend inside is SNAT'd (by both programs). Unused slots are cleared;
+    /// an empty list makes XDP leave every flow to TC and turns SNAT off.
     pub fn set_local_cidrs(&mut self, cidrs: &[Cidr]) -> Result<(), Error> {
         if cidrs.len() > LOCAL_CIDRS_MAX_ENTRIES as usize {
             return Err(Error::TooManyLocalCidrs { count: cidrs.len() });
@@ -139,6 +143,20 @@ impl Datapath {
             self.local_cidrs.set(slot, value, 0).map_err(|source| Error::MapUpdate { map: LOCAL_CIDRS, source })?;
         }
         Ok(())
+    }
+
+    /// Makes `addr` the source address of SNAT'd flows (those whose client and backend are both
+    /// outside the local pod CIDRs): this node's own address, which the other nodes route back
+    /// to it. `None` makes each flow use the node address its client reached.
+    pub fn set_snat_addr(&mut self, addr: Option<Ipv4Addr>) -> Result<(), Error> {
+        let value = addr.map_or(0, |addr| u32::from_ne_bytes(addr.octets()));
+        self.snat_addr.set(0, value, 0).map_err(|source| Error::MapUpdate { map: SNAT_ADDR, source })
+    }
+
+    /// The SNAT address as the map holds it (`None`: the address each client reached).
+    pub fn snat_addr(&self) -> Result<Option<Ipv4Addr>, Error> {
+        let value = self.snat_addr.get(&0, 0).map_err(|source| Error::MapRead { map: SNAT_ADDR, source })?;
+        Ok((value != 0).then(|| Ipv4Addr::from(value.to_ne_bytes())))
     }
 
     /// The local pod CIDRs as the map holds them.

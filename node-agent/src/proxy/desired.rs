@@ -24,7 +24,9 @@
 //!   ClusterIP ones, which follow `internalTrafficPolicy`) to this node's, with the same
 //!   ready-then-serving-terminating choice; with none here the node port frontend has no backends
 //!   and its packets are dropped, so that load balancers send the traffic to nodes that have one.
-//!   The datapath does not SNAT, so the backend sees the client's address under either policy.
+//!   Under `Local` the backend sees the client's address; under `Cluster` an outside client's
+//!   flow to a backend on another node is SNAT'd by the datapath (to this node's address), as
+//!   with kube-proxy, so that the reply comes back through this node.
 //!   Without a node name the policy is not applied (`Cluster`: every usable endpoint);
 //! - backends are deduplicated and sorted by address and port, so the same objects always give
 //!   the same table;

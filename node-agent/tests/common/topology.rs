@@ -48,14 +48,22 @@ impl Topology {
     /// A veth `<end>0` in `ns` with `addr/24` and a default route via `gateway`, peered with
     /// `<end>1` in the node namespace (tag `n`) holding `gateway/24`.
     pub fn wire(&self, ns: &str, end: &str, addr: Ipv4Addr, gateway: Ipv4Addr) {
-        let node = self.ns("n");
-        let (inner, outer) = (self.link(&format!("{end}0")), self.link(&format!("{end}1")));
-        ip(&["-n", ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer, "netns", &node]);
-        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
-        ip(&["-n", ns, "link", "set", &inner, "up"]);
+        self.veth(end, (ns, Some(addr)), (&self.ns("n"), Some(gateway)));
         ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string()]);
-        ip(&["-n", &node, "addr", "add", &format!("{gateway}/24"), "dev", &outer]);
-        ip(&["-n", &node, "link", "set", &outer, "up"]);
+    }
+
+    /// A veth `<end>0` in namespace `a.0` peered with `<end>1` in `b.0` (full names, possibly the
+    /// same namespace), each up and holding its address as a /24 when given.
+    #[allow(dead_code, reason = "not every test binary builds more than a star of namespaces")]
+    pub fn veth(&self, end: &str, a: (&str, Option<Ipv4Addr>), b: (&str, Option<Ipv4Addr>)) {
+        let (first, second) = (self.link(&format!("{end}0")), self.link(&format!("{end}1")));
+        ip(&["-n", a.0, "link", "add", &first, "type", "veth", "peer", "name", &second, "netns", b.0]);
+        for (ns, name, addr) in [(a.0, &first, a.1), (b.0, &second, b.1)] {
+            if let Some(addr) = addr {
+                ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", name]);
+            }
+            ip(&["-n", ns, "link", "set", name, "up"]);
+        }
     }
 
     fn netns_path(&self, tag: &str) -> PathBuf {
