@@ -17,9 +17,14 @@ mod topology;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use keelson_ebpf_common::{AFFINITY_IPV4, AffinityKey, Counter, CtKey, PROG_TC_NAT};
-use node_agent::datapath::{Config, Datapath, Protocol, Service};
-use packet::{ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN};
+use aya::maps::{HashMap, Map, MapData};
+use keelson_ebpf_common::{
+    AFFINITY_IPV4, AffinityKey, CT_SHORT_TIMEOUT, CT_TCP_TIMEOUT, Counter, CtEntry, CtKey, PROG_TC_NAT,
+};
+use node_agent::datapath::{Config, Datapath, Protocol, Service, bpffs};
+use packet::{
+    ETH_HLEN, ETH_P_IPV6, Frame, IP_MF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -53,7 +58,11 @@ struct Nat {
 
 impl Nat {
     fn new() -> Self {
-        let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
+        Self::with_config(&Config::default())
+    }
+
+    fn with_config(config: &Config) -> Self {
+        let mut datapath = Datapath::load(config).expect("load the eBPF programs");
         datapath
             .sync(&[
                 Service {
@@ -207,6 +216,138 @@ fn a_reset_in_either_direction_forgets_the_flow() {
     assert_eq!((out.src, out.dst), (web(), other), "the backend's reset is translated back");
     assert!(nat.datapath.conntrack().expect("read CT").is_empty(), "the backend's reset ends the flow");
     assert!(nat.datapath.rev_nat().expect("read CT_REV").is_empty());
+}
+
+/// A `Nat` whose maps are pinned on a private bpffs, so that a test can write conntrack entries
+/// as time or an earlier connection would have left them. Unmounted on drop.
+struct PinnedNat {
+    nat: Option<Nat>,
+    mount: tempfile::TempDir,
+}
+
+impl PinnedNat {
+    fn new() -> Self {
+        let mount = tempfile::tempdir().expect("temporary directory");
+        assert!(bpffs::ensure_mounted(mount.path()).expect("mount bpffs"), "a fresh directory is not bpffs yet");
+        let nat = Nat::with_config(&Config { pin_dir: Some(mount.path().join("keelson")) });
+        Self { nat: Some(nat), mount }
+    }
+
+    fn nat(&self) -> &Nat {
+        self.nat.as_ref().expect("loaded")
+    }
+
+    /// The flow's conntrack entry.
+    fn entry(&self, flow: CtKey) -> CtEntry {
+        let conntrack = self.nat().datapath.conntrack().expect("read CT");
+        conntrack.into_iter().find(|(key, _)| *key == flow).map(|(_, entry)| entry).expect("the flow is tracked")
+    }
+
+    /// Rewrites the flow's conntrack entry through the pinned map.
+    fn set_entry(&self, flow: CtKey, entry: CtEntry) {
+        let map = MapData::from_pin(self.mount.path().join("keelson").join(keelson_ebpf_common::CT)).expect("open CT");
+        let mut conntrack: HashMap<MapData, CtKey, CtEntry> =
+            HashMap::try_from(Map::LruHashMap(map)).expect("CT is an LRU hash map");
+        conntrack.insert(flow, entry, 0).expect("write the entry");
+    }
+}
+
+impl Drop for PinnedNat {
+    fn drop(&mut self) {
+        self.nat = None;
+        if let Err(error) = nix::mount::umount2(self.mount.path(), nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmount {}: {error}", self.mount.path().display());
+        }
+    }
+}
+
+/// Not one of the service's backends: where a test points an entry to see whether it is used.
+const DECOY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 9, 9), 9999);
+
+fn pointed_at_decoy(entry: CtEntry) -> CtEntry {
+    CtEntry { backend: u32::from_ne_bytes(DECOY.ip().octets()), backend_port: DECOY.port().to_be(), ..entry }
+}
+
+#[test]
+fn an_idle_flow_expires_and_its_next_packet_starts_afresh() {
+    let pinned = PinnedNat::new();
+    let nat = pinned.nat();
+    let udp = CtKey::new(CLIENT, dns(), IPPROTO_UDP);
+    nat.translated(&Frame::udp(CLIENT, dns()));
+    let fresh = pinned.entry(udp);
+    assert!(!fresh.closing());
+    assert_eq!(fresh.timeout(IPPROTO_UDP), CT_SHORT_TIMEOUT);
+
+    // A recent entry is the flow's: its packets follow it, wherever it points.
+    pinned.set_entry(udp, pointed_at_decoy(fresh));
+    assert_eq!(nat.translated(&Frame::udp(CLIENT, dns())).0.dst, DECOY, "a live entry is followed");
+
+    // Idle past the UDP timeout: the next datagram picks a real backend again.
+    let idle = CtEntry { seen: fresh.seen.wrapping_sub(CT_SHORT_TIMEOUT + 2), ..pointed_at_decoy(fresh) };
+    pinned.set_entry(udp, idle);
+    let (out, _) = nat.translated(&Frame::udp(CLIENT, dns()));
+    assert!(UDP_BACKENDS.contains(&out.dst), "{} is a backend", out.dst);
+    let renewed = pinned.entry(udp);
+    assert_eq!(renewed.backend(), out.dst);
+    assert!(renewed.seen.wrapping_sub(fresh.seen) < 5, "stamped now");
+
+    // An open TCP connection idle as long is still live (24 h).
+    let tcp = CtKey::new(CLIENT, web(), IPPROTO_TCP);
+    nat.translated(&Frame::tcp(CLIENT, web()));
+    let entry = pinned.entry(tcp);
+    pinned.set_entry(tcp, CtEntry { seen: entry.seen.wrapping_sub(CT_SHORT_TIMEOUT + 2), ..pointed_at_decoy(entry) });
+    let ack = Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) };
+    assert_eq!(nat.translated(&ack).0.dst, DECOY, "TCP waits 24 h");
+    assert_eq!(entry.timeout(IPPROTO_TCP), CT_TCP_TIMEOUT);
+    pinned.set_entry(tcp, CtEntry { seen: entry.seen.wrapping_sub(CT_TCP_TIMEOUT + 2), ..pointed_at_decoy(entry) });
+    assert!(TCP_BACKENDS.contains(&nat.translated(&ack).0.dst), "then it expires too");
+}
+
+#[test]
+fn a_syn_reusing_a_closed_connections_tuple_starts_a_new_flow() {
+    let pinned = PinnedNat::new();
+    let nat = pinned.nat();
+    let tcp = CtKey::new(CLIENT, web(), IPPROTO_TCP);
+    nat.translated(&Frame::tcp(CLIENT, web()));
+    // A retransmitted SYN of an open connection stays on the flow's backend.
+    pinned.set_entry(tcp, pointed_at_decoy(pinned.entry(tcp)));
+    assert_eq!(nat.translated(&Frame::tcp(CLIENT, web())).0.dst, DECOY);
+
+    let fin = Frame { tcp_flags: TCP_FIN | TCP_ACK, ..Frame::tcp(CLIENT, web()) };
+    assert_eq!(nat.translated(&fin).0.dst, DECOY, "the FIN still goes where the flow went");
+    let closing = pinned.entry(tcp);
+    assert!(closing.closing(), "a FIN marks the flow closing");
+    assert_eq!(closing.timeout(IPPROTO_TCP), CT_SHORT_TIMEOUT);
+    assert_eq!(nat.translated(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) }).0.dst, DECOY, "last ACK");
+
+    // A new connection from the same client port: a backend of its own, a fresh entry.
+    let (out, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    assert!(TCP_BACKENDS.contains(&out.dst), "{} is a backend", out.dst);
+    let renewed = pinned.entry(tcp);
+    assert!(!renewed.closing());
+    assert_eq!(renewed.backend(), out.dst);
+}
+
+#[test]
+fn a_syn_ack_on_a_closed_flows_tuple_is_another_connections_and_passes() {
+    let pinned = PinnedNat::new();
+    let nat = pinned.nat();
+    let (request, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    let backend = request.dst;
+    let syn_ack = Frame { tcp_flags: TCP_SYN | TCP_ACK, ..Frame::tcp(backend, CLIENT) };
+    assert_eq!(nat.translated(&syn_ack).0.src, web(), "the flow's own SYN-ACK is translated");
+
+    // The backend closes; the flow is closing (marked by the reply's FIN).
+    let fin = Frame { tcp_flags: TCP_FIN | TCP_ACK, ..Frame::tcp(backend, CLIENT) };
+    assert_eq!(nat.translated(&fin).0.src, web());
+    assert!(pinned.entry(CtKey::new(CLIENT, web(), IPPROTO_TCP)).closing(), "the reply's FIN marks the flow");
+
+    // The client now connects straight to the backend from the same port: the backend's SYN-ACK
+    // is not the service's and must reach the client as sent.
+    nat.passes_unchanged(&syn_ack.build(), "SYN-ACK of a direct connection");
+    assert!(nat.datapath.conntrack().expect("read CT").is_empty(), "the stale flow is forgotten");
+    assert!(nat.datapath.rev_nat().expect("read CT_REV").is_empty());
+    nat.passes_unchanged(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(backend, CLIENT) }.build(), "its data");
 }
 
 #[test]

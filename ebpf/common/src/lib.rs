@@ -78,6 +78,20 @@ pub const BACKENDS_MAX_ENTRIES: u32 = 262_144;
 pub const SOCK_REV_NAT_MAX_ENTRIES: u32 = 131_072;
 /// Flows translated by `tc_nat`; LRU because flows end without telling us.
 pub const CT_MAX_ENTRIES: u32 = 131_072;
+/// [`CtEntry::seen`] is the monotonic clock in nanoseconds shifted right by this: ticks of
+/// 1.07 s, so a `u32` lasts 146 years of uptime.
+pub const CT_TICK_SHIFT: u32 = 30;
+/// [`CtEntry::flags`]: a FIN or a reset of the flow was seen.
+pub const CT_CLOSING: u8 = 1;
+/// Idle timeout of an open TCP flow (24 h, what kube-proxy gives netfilter), in ticks.
+pub const CT_TCP_TIMEOUT: u32 = ct_ticks(86_400);
+/// Idle timeout of a closing TCP flow and of a UDP flow (2 min), in ticks.
+pub const CT_SHORT_TIMEOUT: u32 = ct_ticks(120);
+
+/// `secs` seconds in [`CtEntry::seen`] ticks, rounded up.
+pub const fn ct_ticks(secs: u32) -> u32 {
+    ((secs as u64 * 1_000_000_000).div_ceil(1 << CT_TICK_SHIFT)) as u32
+}
 /// One reverse entry per [`CT`] entry.
 pub const CT_REV_MAX_ENTRIES: u32 = CT_MAX_ENTRIES;
 /// Pod CIDRs a node can have (one IPv4 `podCIDR` today; room for more).
@@ -333,7 +347,13 @@ pub struct CtEntry {
     pub snat_addr: u32,
     /// Network order: the source port with [`Self::snat_addr`] (0 when not SNAT'd).
     pub snat_port: u16,
-    pub _pad: u16,
+    /// [`CT_CLOSING`] once a FIN or a reset passed in either direction.
+    pub flags: u8,
+    pub _pad: u8,
+    /// When a packet of the flow last passed, in [`ct_ticks`] units of the monotonic clock
+    /// (`bpf_ktime_get_ns() >> CT_TICK_SHIFT`): an entry idle for longer than its timeout
+    /// ([`CtEntry::timeout`]) is stale, and the flow's next packet starts a new one.
+    pub seen: u32,
 }
 
 impl CtEntry {
@@ -345,6 +365,17 @@ impl CtEntry {
     pub const fn service(&self) -> SocketAddrV4 {
         let [a, b, c, d] = self.vip.to_ne_bytes();
         SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be(self.vip_port))
+    }
+
+    /// Whether a FIN or a reset of the flow was seen.
+    pub const fn closing(&self) -> bool {
+        self.flags & CT_CLOSING != 0
+    }
+
+    /// How long (in ticks) the entry lives without traffic: TCP 24 h, or 2 min once closing
+    /// (netfilter's TIME_WAIT); UDP 2 min (netfilter's timeout for UDP streams).
+    pub const fn timeout(&self, proto: u8) -> u32 {
+        if proto == IPPROTO_TCP && !self.closing() { CT_TCP_TIMEOUT } else { CT_SHORT_TIMEOUT }
     }
 
     /// The source the flow's packets are given, when it is SNAT'd.
@@ -640,7 +671,7 @@ const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<SockRevNatKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ServiceAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 20);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<CtRevEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<LocalCidr>() == 8);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
@@ -744,16 +775,39 @@ mod tests {
 
     #[test]
     fn ct_entry_layout() {
-        let entry = CtEntry { backend: 1, vip: 2, backend_port: 3, vip_port: 4, snat_addr: 5, snat_port: 6, _pad: 0 };
-        let raw = bytes::<_, 20>(entry);
+        let entry = CtEntry {
+            backend: 1,
+            vip: 2,
+            backend_port: 3,
+            vip_port: 4,
+            snat_addr: 5,
+            snat_port: 6,
+            flags: CT_CLOSING,
+            _pad: 0,
+            seen: 7,
+        };
+        let raw = bytes::<_, 24>(entry);
         assert_eq!(&raw[..4], &1u32.to_ne_bytes());
         assert_eq!(&raw[4..8], &2u32.to_ne_bytes());
         assert_eq!(&raw[8..10], &3u16.to_ne_bytes());
         assert_eq!(&raw[10..12], &4u16.to_ne_bytes());
         assert_eq!(&raw[12..16], &5u32.to_ne_bytes());
         assert_eq!(&raw[16..18], &6u16.to_ne_bytes());
-        assert_eq!(&raw[18..], &[0, 0]);
+        assert_eq!(&raw[18..20], &[CT_CLOSING, 0]);
+        assert_eq!(&raw[20..], &7u32.to_ne_bytes());
         assert_eq!(CtEntry { snat_port: 0, ..entry }.snat(), None, "no port, no SNAT");
+        assert!(entry.closing());
+        assert_eq!(entry.timeout(IPPROTO_TCP), CT_SHORT_TIMEOUT, "closing TCP");
+        assert_eq!(CtEntry { flags: 0, ..entry }.timeout(IPPROTO_TCP), CT_TCP_TIMEOUT);
+        assert_eq!(CtEntry { flags: 0, ..entry }.timeout(IPPROTO_UDP), CT_SHORT_TIMEOUT);
+    }
+
+    #[test]
+    fn conntrack_ticks_are_about_a_second() {
+        assert_eq!(ct_ticks(0), 0);
+        assert_eq!(ct_ticks(1), 1, "rounded up");
+        assert_eq!(ct_ticks(120), 112);
+        assert_eq!(ct_ticks(86_400), 80_467);
     }
 
     #[test]

@@ -20,11 +20,13 @@
 use aya_ebpf::bindings::{
     BPF_F_MARK_MANGLED_0, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, bpf_fib_lookup as FibParams,
 };
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap};
 use keelson_ebpf_common::{
-    AFFINITY_IPV4, CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, Counter, CtEntry, CtKey, CtRevEntry, IPPROTO_TCP, IPPROTO_UDP,
-    LOCAL_CIDRS_MAX_ENTRIES, LocalCidr, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PORT_PROBES, ServiceValue, maglev_flow_hash,
+    AFFINITY_IPV4, CT_CLOSING, CT_MAX_ENTRIES, CT_REV_MAX_ENTRIES, CT_TICK_SHIFT, Counter, CtEntry, CtKey, CtRevEntry,
+    IPPROTO_TCP, IPPROTO_UDP, LOCAL_CIDRS_MAX_ENTRIES, LocalCidr, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_PORT_PROBES,
+    ServiceValue, maglev_flow_hash,
 };
 
 use crate::{bump, select_backend};
@@ -134,8 +136,11 @@ pub(crate) struct Packet {
     pub(crate) tcp_flags: u8,
 }
 
-/// TCP's reset flag.
+/// TCP's flags.
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 impl Packet {
     /// The flow as the packet carries it.
@@ -162,6 +167,38 @@ impl Packet {
     pub(crate) fn is_reset(&self) -> bool {
         self.tcp_flags & TCP_RST != 0
     }
+
+    /// A TCP FIN or reset: the flow is closing.
+    #[inline(always)]
+    pub(crate) fn ends_flow(&self) -> bool {
+        self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+
+    /// A client's TCP SYN: the first packet of a connection.
+    #[inline(always)]
+    fn opens_connection(&self) -> bool {
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// A server's SYN-ACK: the answer to the first packet of a connection.
+    #[inline(always)]
+    pub(crate) fn accepts_connection(&self) -> bool {
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+    }
+
+    /// Whether `entry`, found for this packet's flow at `now`, still stands for it: not idle past
+    /// its timeout, and not a closing connection whose client tuple a new connection reuses.
+    #[inline(always)]
+    fn continues(&self, entry: &CtEntry, now: u32) -> bool {
+        !(entry.closing() && self.opens_connection()) && now.wrapping_sub(entry.seen) <= entry.timeout(self.ip.proto)
+    }
+}
+
+/// The conntrack clock: [`CtEntry::seen`] ticks. The coarse clock is plenty for 1 s ticks.
+#[inline(always)]
+pub(crate) fn ct_now() -> u32 {
+    // SAFETY: no preconditions.
+    (unsafe { bpf_ktime_get_coarse_ns() } >> CT_TICK_SHIFT) as u32
 }
 
 /// Bounds-checked reads from the packet, however the context reaches its bytes.
@@ -228,9 +265,36 @@ pub(crate) fn forward_entry(
     }
     let ip = &packet.ip;
     let key = packet.flow();
-    // SAFETY: copied out at once; a concurrent update can only make the value stale.
-    let entry = match unsafe { CT.get(key) } {
-        Some(&entry) => entry,
+    let now = ct_now();
+    let closing = if packet.ends_flow() { CT_CLOSING } else { 0 };
+    let current = match CT.get_ptr_mut(key) {
+        Some(ptr) => {
+            // SAFETY: the pointer is the map value's, valid during the program's run; a
+            // concurrent write by another CPU can only make the copy stale.
+            let mut entry = unsafe { *ptr };
+            if packet.continues(&entry, now) {
+                if entry.seen != now || entry.flags & closing != closing {
+                    entry.seen = now;
+                    entry.flags |= closing;
+                    // SAFETY: as above; plain stores into the value (at most one per tick and
+                    // flow, so the cache line is not written on every packet).
+                    unsafe {
+                        (*ptr).seen = now;
+                        (*ptr).flags = entry.flags;
+                    }
+                }
+                Some(entry)
+            } else {
+                // Idle too long, or a closed connection's tuple reused: forget it (and free its
+                // reply tuple, a reserved SNAT port maybe) and start over.
+                forget(&key, &reply_flow(packet, &entry));
+                None
+            }
+        }
+        None => None,
+    };
+    let entry = match current {
+        Some(entry) => entry,
         None => {
             // With session affinity, a client is known by its source address here.
             let client = Some((u64::from(ip.saddr), AFFINITY_IPV4));
@@ -244,7 +308,9 @@ pub(crate) fn forward_entry(
                 vip_port: packet.dport,
                 snat_addr: 0,
                 snat_port: 0,
+                flags: closing,
                 _pad: 0,
+                seen: now,
             };
             if needs_snat(ip.saddr, backend.addr) {
                 fresh.snat_addr = snat_addr(ip.daddr);

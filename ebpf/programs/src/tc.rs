@@ -42,11 +42,15 @@
 //! non-linear buffers. Parsing and the conntrack maps are shared with `xdp_nodeport`
 //! ([`crate::nat`]).
 //!
-//! Entries have no timer: a TCP reset in either direction removes the flow's two entries; other
-//! finished flows stay until LRU eviction. Not handled yet: a connection straight to a backend
-//! that reuses the client port of an earlier, FIN-closed service connection to that backend has
-//! its replies rewritten by the stale reverse entry (netfilter's conntrack would have timed it
-//! out; that needs timestamps and a collector).
+//! Conntrack entries age without a collector: each forward packet stamps its [`CT`] entry (at
+//! most once per ~1 s tick), and an entry idle past its timeout (TCP 24 h; UDP, and TCP once a
+//! FIN or reset passed, 2 min) is stale, so the flow's next packet picks a backend afresh; LRU
+//! eviction bounds the maps. A TCP reset in either direction removes the flow's two entries at
+//! once. A client SYN on a closing entry is a new connection reusing the tuple and starts over;
+//! a backend's SYN-ACK whose forward entry is closing, stale or gone is another connection's (a
+//! client talking straight to the backend from the port of an earlier, closed service
+//! connection) and passes untranslated, the stale entries forgotten. Replies do not stamp
+//! entries: a flow's clock runs on its client's packets.
 //!
 //! Not handled: ICMP errors about translated flows, and hairpin. A pod whose packet to its own
 //! service is translated here to its own address gets it back through its veth with its own
@@ -63,11 +67,11 @@ use aya_ebpf::bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, bpf_redir_nei
 use aya_ebpf::helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use keelson_ebpf_common::{Counter, CtRevEntry, ServiceKey};
+use keelson_ebpf_common::{CT_CLOSING, Counter, CtKey, CtRevEntry, ServiceKey};
 
 use crate::nat::{
-    AF_INET, CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, L4_DPORT_OFF, L4_SPORT_OFF, NoRoute, Packet,
-    PacketRead, Skip, client_flow, fib_lookup, forget, forward_entry, parse, reply_flow, ttl_words,
+    AF_INET, CT, CT_REV, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, L4_DPORT_OFF, L4_SPORT_OFF, NoRoute,
+    Packet, PacketRead, Skip, client_flow, ct_now, fib_lookup, forget, forward_entry, parse, reply_flow, ttl_words,
 };
 use crate::{SERVICES, bump};
 
@@ -166,6 +170,9 @@ fn try_tc_nat(ctx: &TcContext) -> Result<i32, Skip> {
     let reply = packet.flow();
     // SAFETY: copied out at once.
     let rev: CtRevEntry = *unsafe { CT_REV.get(reply) }.ok_or(Skip::NotOurs)?;
+    if packet.accepts_connection() || packet.ends_flow() {
+        check_reply(&packet, &reply, &rev)?;
+    }
     rewrite(
         ctx,
         &packet,
@@ -200,6 +207,36 @@ fn try_tc_nat(ctx: &TcContext) -> Result<i32, Skip> {
         return Ok(TC_ACT_OK);
     }
     forward(ctx, &packet, rev.vip, rev.client)
+}
+
+/// The forward entry's say on a reply that opens or ends a connection (data packets are not
+/// checked: their reverse entry is enough). A FIN or reset marks the flow closing. A SYN-ACK
+/// whose flow is closing, idle past its timeout or gone belongs to another connection that
+/// happens to reuse the tuple (a client talking straight to the backend from the port of an
+/// earlier, closed service connection): the stale entries are forgotten and the packet passes
+/// untranslated.
+#[inline(always)]
+fn check_reply(packet: &Packet, reply: &CtKey, rev: &CtRevEntry) -> Result<(), Skip> {
+    let flow = client_flow(reply, rev);
+    let Some(ptr) = CT.get_ptr_mut(flow) else {
+        if packet.accepts_connection() {
+            let _ = CT_REV.remove(reply);
+            return Err(Skip::NotOurs);
+        }
+        return Ok(());
+    };
+    // SAFETY: the map value, valid during the program's run; copied out at once.
+    let entry = unsafe { *ptr };
+    if packet.accepts_connection() {
+        if entry.closing() || ct_now().wrapping_sub(entry.seen) > entry.timeout(packet.ip.proto) {
+            forget(&flow, reply);
+            return Err(Skip::NotOurs);
+        }
+    } else if !entry.closing() {
+        // SAFETY: as above; a plain store into the value.
+        unsafe { (*ptr).flags = entry.flags | CT_CLOSING };
+    }
+    Ok(())
 }
 
 /// Sends a SNAT'd packet, rewritten to go from `src` to `dst` (network order), on towards `dst`

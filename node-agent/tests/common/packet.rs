@@ -15,6 +15,8 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
 #[allow(dead_code, reason = "not every test binary sends resets")]
 pub const TCP_RST: u8 = 0x04;
+#[allow(dead_code, reason = "not every test binary closes connections")]
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 /// IPv4 "more fragments" flag in the host-order `frag_off` field.
