@@ -13,8 +13,11 @@
 //!   batch appends to. `log` has no key index (it would double the pages a batch writes): the
 //!   state of a key at an older revision `R` is the `prev_rev` of its first change after `R`,
 //!   found by scanning the (recent) history after `R`;
-//! - `meta`: the current revision (a high-water mark, so revisions never go backwards even when
-//!   compaction empties `log`), the compacted revision and how far compaction got.
+//! - `meta`: the compacted revision and how far compaction got. The current revision is not
+//!   written per commit (that would add a page to every commit's WAL frames): on open it is the
+//!   newest `log` row's, or the compacted revision if higher, since compaction records its floor
+//!   before it removes any row, so a revision whose row is gone is at most that floor. Revisions
+//!   never go backwards. A `rev` row that older builds kept current is still honoured.
 //!
 //! Threads: one writer thread owns the only write connection and commits everything queued (up
 //! to [`MAX_BATCH`] requests) in one transaction, so one fsync covers many writers. It never
@@ -183,7 +186,8 @@ impl SqliteStore {
         let (mut rev, compacted, compact_done): (Revision, Revision, Revision) =
             (meta("rev")?, meta("compacted")?, meta("compact_done")?);
         let max_log: Revision = conn.query_row("SELECT COALESCE(MAX(rev), 0) FROM log", [], |row| row.get(0))?;
-        rev = rev.max(max_log);
+        // See the module docs: no row above the compaction floor is ever removed.
+        rev = rev.max(max_log).max(compacted);
         let mut live = HashMap::new();
         {
             let mut stmt = conn.prepare(
@@ -480,9 +484,13 @@ struct Snapshot {
 impl Snapshot {
     fn read(tx: &Transaction<'_>) -> rusqlite::Result<Snapshot> {
         let mut stmt = tx.prepare_cached("SELECT value FROM meta WHERE name = ?1")?;
-        let current = stmt.query_row(["rev"], |row| row.get(0))?;
+        let recorded: Revision = stmt.query_row(["rev"], |row| row.get(0))?;
         let compacted = stmt.query_row(["compacted"], |row| row.get(0))?;
-        Ok(Snapshot { current, compacted })
+        // The newest row is the rowid B-tree's last: one descent. See the module docs for why
+        // the compaction floor covers a newest row that compaction removed.
+        let newest: Revision =
+            tx.prepare_cached("SELECT COALESCE(MAX(rev), 0) FROM log")?.query_row([], |row| row.get(0))?;
+        Ok(Snapshot { current: recorded.max(newest).max(compacted), compacted })
     }
 
     /// The revision to read at for a requested one (0: latest).
@@ -869,7 +877,6 @@ impl Writer {
         if rev == start {
             tx.rollback()?;
         } else {
-            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'rev'")?.execute([rev])?;
             tx.commit()?;
         }
         Ok((outcomes, rev))
@@ -1135,7 +1142,7 @@ mod tests {
         assert!(published.try_recv().is_err(), "nothing published");
         let count = |sql: &str| writer.conn.query_row(sql, [], |row| row.get::<_, i64>(0)).expect("count");
         assert_eq!(count("SELECT COUNT(*) FROM kv"), 0, "nothing half-written");
-        assert_eq!(count("SELECT value FROM meta WHERE name = 'rev'"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM log WHERE rev <> 2"), 0, "no log row either");
         assert!(writer.shared.latest.read().expect("map").is_empty(), "nor kept in memory");
 
         writer.conn.execute("DELETE FROM log WHERE rev = 2", []).expect("remove the row");
