@@ -293,8 +293,10 @@ pub(crate) fn forward_entry(
         }
         None => None,
     };
-    let entry = match current {
-        Some(entry) => entry,
+    // `created`: this packet wrote the flow's entry, so its reverse entry is known to be missing
+    // (or a SNAT port's reservation, already the one wanted).
+    let (entry, created) = match current {
+        Some(entry) => (entry, false),
         None => {
             // With session affinity, a client is known by its source address here.
             let client = Some((u64::from(ip.saddr), AFFINITY_IPV4));
@@ -322,7 +324,7 @@ pub(crate) fn forward_entry(
                 fresh.snat_port = reserve_snat_port(packet, &fresh)?;
             }
             if CT.insert(key, fresh, u64::from(BPF_NOEXIST)).is_ok() {
-                fresh
+                (fresh, true)
             } else {
                 // Another CPU created the flow's entry first (its first packets raced): follow
                 // it, so the flow stays on one backend, and free the port reserved for this one.
@@ -333,11 +335,11 @@ pub(crate) fn forward_entry(
                         if fresh.snat_port != 0 {
                             let _ = CT_REV.remove(reply_flow(packet, &fresh));
                         }
-                        entry
+                        (entry, false)
                     }
                     None => {
                         bump(ct_failed);
-                        fresh
+                        (fresh, false)
                     }
                 }
             }
@@ -346,10 +348,17 @@ pub(crate) fn forward_entry(
     if !accept(&entry) {
         return Err(Skip::NotLocal);
     }
-    // The reverse entry is checked on every packet of the flow: LRU may evict it apart from the
-    // forward one, and replies need it.
     let reply = reply_flow(packet, &entry);
     let wanted = rev_entry(packet, &entry);
+    if created {
+        // A new flow's reverse entry: no lookup first (a SNAT'd flow's is its port reservation).
+        if entry.snat_port == 0 && CT_REV.insert(reply, wanted, 0).is_err() {
+            bump(ct_failed);
+        }
+        return Ok(entry);
+    }
+    // The reverse entry is checked on every later packet of the flow: LRU may evict it apart
+    // from the forward one, and replies need it.
     // SAFETY: copied out at once.
     let current = unsafe { CT_REV.get(reply) }.copied();
     if current != Some(wanted) {

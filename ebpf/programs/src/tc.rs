@@ -211,20 +211,16 @@ fn try_tc_nat(ctx: &TcContext) -> Result<i32, Skip> {
 
 /// The forward entry's say on a reply that opens or ends a connection (data packets are not
 /// checked: their reverse entry is enough). A FIN or reset marks the flow closing. A SYN-ACK
-/// whose flow is closing, idle past its timeout or gone belongs to another connection that
+/// whose flow is closing or idle past its timeout belongs to another connection that
 /// happens to reuse the tuple (a client talking straight to the backend from the port of an
 /// earlier, closed service connection): the stale entries are forgotten and the packet passes
 /// untranslated.
 #[inline(always)]
 fn check_reply(packet: &Packet, reply: &CtKey, rev: &CtRevEntry) -> Result<(), Skip> {
     let flow = client_flow(reply, rev);
-    let Some(ptr) = CT.get_ptr_mut(flow) else {
-        if packet.accepts_connection() {
-            let _ = CT_REV.remove(reply);
-            return Err(Skip::NotOurs);
-        }
-        return Ok(());
-    };
+    // Without a forward entry (LRU evicted it apart from this one) the reverse entry is all
+    // there is to go by: trust it.
+    let Some(ptr) = CT.get_ptr_mut(flow) else { return Ok(()) };
     // SAFETY: the map value, valid during the program's run; copied out at once.
     let entry = unsafe { *ptr };
     if packet.accepts_connection() {
