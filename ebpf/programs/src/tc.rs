@@ -93,6 +93,34 @@ struct Rewrite {
     new_port: u16,
 }
 
+impl Rewrite {
+    /// `packet`'s source address and port to become `addr` and `port` (network order).
+    #[inline(always)]
+    fn source(packet: &Packet, addr: u32, port: u16) -> Self {
+        Self {
+            addr_off: IP_SADDR_OFF,
+            port_off: packet.l4 + L4_SPORT_OFF,
+            old_addr: packet.ip.saddr,
+            new_addr: addr,
+            old_port: packet.sport,
+            new_port: port,
+        }
+    }
+
+    /// `packet`'s destination address and port to become `addr` and `port` (network order).
+    #[inline(always)]
+    fn destination(packet: &Packet, addr: u32, port: u16) -> Self {
+        Self {
+            addr_off: IP_DADDR_OFF,
+            port_off: packet.l4 + L4_DPORT_OFF,
+            old_addr: packet.ip.daddr,
+            new_addr: addr,
+            old_port: packet.dport,
+            new_port: port,
+        }
+    }
+}
+
 #[classifier]
 pub fn tc_nat(ctx: TcContext) -> i32 {
     match try_tc_nat(&ctx) {
@@ -131,31 +159,9 @@ fn try_tc_nat(ctx: &TcContext) -> Result<i32, Skip> {
     // SAFETY: the value is copied out at once; a concurrent update can only make it stale.
     if let Some(&value) = unsafe { SERVICES.get(service) } {
         let entry = forward_entry(&packet, value, |_| true, Counter::TcCtUpdateFailed)?;
-        rewrite(
-            ctx,
-            &packet,
-            &Rewrite {
-                addr_off: IP_DADDR_OFF,
-                port_off: packet.l4 + L4_DPORT_OFF,
-                old_addr: ip.daddr,
-                new_addr: entry.backend,
-                old_port: packet.dport,
-                new_port: entry.backend_port,
-            },
-        )?;
+        rewrite(ctx, &packet, &Rewrite::destination(&packet, entry.backend, entry.backend_port))?;
         if entry.snat_addr != 0 {
-            rewrite(
-                ctx,
-                &packet,
-                &Rewrite {
-                    addr_off: IP_SADDR_OFF,
-                    port_off: packet.l4 + L4_SPORT_OFF,
-                    old_addr: ip.saddr,
-                    new_addr: entry.snat_addr,
-                    old_port: packet.sport,
-                    new_port: entry.snat_port,
-                },
-            )?;
+            rewrite(ctx, &packet, &Rewrite::source(&packet, entry.snat_addr, entry.snat_port))?;
         }
         if packet.is_reset() {
             forget(&packet.flow(), &reply_flow(&packet, &entry));
@@ -173,31 +179,9 @@ fn try_tc_nat(ctx: &TcContext) -> Result<i32, Skip> {
     if packet.accepts_connection() || packet.ends_flow() {
         check_reply(&packet, &reply, &rev)?;
     }
-    rewrite(
-        ctx,
-        &packet,
-        &Rewrite {
-            addr_off: IP_SADDR_OFF,
-            port_off: packet.l4 + L4_SPORT_OFF,
-            old_addr: ip.saddr,
-            new_addr: rev.vip,
-            old_port: packet.sport,
-            new_port: rev.port,
-        },
-    )?;
+    rewrite(ctx, &packet, &Rewrite::source(&packet, rev.vip, rev.port))?;
     if rev.client != 0 {
-        rewrite(
-            ctx,
-            &packet,
-            &Rewrite {
-                addr_off: IP_DADDR_OFF,
-                port_off: packet.l4 + L4_DPORT_OFF,
-                old_addr: ip.daddr,
-                new_addr: rev.client,
-                old_port: packet.dport,
-                new_port: rev.client_port,
-            },
-        )?;
+        rewrite(ctx, &packet, &Rewrite::destination(&packet, rev.client, rev.client_port))?;
     }
     if packet.is_reset() {
         forget(&client_flow(&reply, &rev), &reply);
