@@ -12,10 +12,12 @@
 //! neighbours they set ([`snat`]), so the verdicts do not depend on the machine's.
 //!
 //! [`netns::node_port_reaches_a_local_backend_through_xdp_and_through_tc`] also runs real traffic
-//! from an "outside" client namespace to a node namespace and on to a backend pod namespace, and
-//! [`netns::node_port_reaches_a_backend_on_another_node_through_snat`] through a second node to a
-//! pod behind it (see the module for the topologies and cleanup).
+//! from an "outside" client namespace to a node namespace and on to a backend pod namespace (see
+//! the module for the topology and cleanup); `datapath_snat.rs` does the same through a second node
+//! to a pod behind it.
 
+#[path = "common/ethtool.rs"]
+mod ethtool;
 #[path = "common/packet.rs"]
 mod packet;
 #[path = "common/topology.rs"]
@@ -609,16 +611,10 @@ mod snat {
 /// namespaces. The node forwards between them; `tc_nat` runs on the ingress of `c1` and `b1`, and
 /// `xdp_nodeport` on `c1` for the first half of the test.
 ///
-/// With a backend on another node (`knr-<pid>-{c,n,m,b}`): the client's veth `c0`/`c1` to the
-/// node `n` as above, a node-to-node link `r0` (in `n`) / `r1` (in the second node `m`), and the
-/// backend pod behind `m` (`b0`/`b1`, 10.244.2.0/24, which `n` routes via `m`). `m` knows no route
-/// back to the client: only SNAT brings the replies back through `n`.
-///
 /// Every address lives inside these namespaces; nothing is added to the host's. Everything is
 /// deleted on drop, also when an assertion fails.
 mod netns {
-    use std::io::Read as _;
-    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::net::TcpStream;
     use std::time::Duration;
 
     use k8s_openapi::api::core::v1::{Service as KubeService, ServicePort, ServiceSpec};
@@ -627,6 +623,7 @@ mod netns {
     use node_agent::proxy::desired::{SERVICE_NAME_LABEL, ThisNode, desired_table};
 
     use super::*;
+    use ethtool::{ETHTOOL_STXCSUM, set_feature};
     use topology::Topology;
 
     const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
@@ -662,35 +659,6 @@ mod netns {
         let c0 = topo.link("c0");
         topo.in_ns("c", || set_feature(&c0, ETHTOOL_STXCSUM, false));
         topo
-    }
-
-    /// `ETHTOOL_STXCSUM`: transmit checksum offload.
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    /// `ETHTOOL_SGRO`: generic receive offload.
-    const ETHTOOL_SGRO: u32 = 0x2c;
-
-    /// `ethtool -K <iface> <feature> on|off` (no ethtool binary here): the `cmd` ioctl (one of the
-    /// `ETHTOOL_S*` constants above) on an interface of the calling thread's namespace.
-    fn set_feature(iface: &str, cmd: u32, on: bool) {
-        #[repr(C)]
-        struct EthtoolValue {
-            cmd: u32,
-            data: u32,
-        }
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("a socket for the ioctl");
-        let mut value = EthtoolValue { cmd, data: u32::from(on) };
-        // SAFETY: `ifreq` is plain data; all zeroes is a valid value.
-        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-        assert!(iface.len() < request.ifr_name.len(), "interface name fits");
-        for (dst, src) in request.ifr_name.iter_mut().zip(iface.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        request.ifr_ifru.ifru_data = (&raw mut value).cast();
-        // SAFETY: SIOCETHTOOL reads `ifreq` (a NUL-terminated name and a pointer to an
-        // `ethtool_value`, both alive for the call) and writes at most that `ethtool_value`.
-        let rc =
-            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::SIOCETHTOOL as _, &raw mut request) };
-        assert_eq!(rc, 0, "ethtool command {cmd:#x} on {iface}: {}", std::io::Error::last_os_error());
     }
 
     /// A NodePort Service `web` (TCP and UDP on port 80 / node port [`NODE_PORT`]) with
@@ -751,39 +719,6 @@ mod netns {
         )
     }
 
-    /// From the client namespace: `EXCHANGES` TCP connections and UDP exchanges with `target`,
-    /// served by `backend` in namespace `b`; returns the client address the backend reported
-    /// each time.
-    fn exchange(topo: &Topology, target: SocketAddrV4, backend: SocketAddrV4) -> Vec<SocketAddrV4> {
-        let (listener, udp) = topo.in_ns("b", || {
-            (TcpListener::bind(backend).expect("bind TCP"), UdpSocket::bind(backend).expect("bind UDP"))
-        });
-        let server = topo.spawn_in_ns("b", move || topology::serve(listener, udp, EXCHANGES, TIMEOUT));
-        let seen = topo.in_ns("c", || {
-            let mut seen = Vec::new();
-            for _ in 0..EXCHANGES {
-                let mut stream = TcpStream::connect_timeout(&target.into(), TIMEOUT).expect("connect to the node port");
-                stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-                let mut reply = String::new();
-                stream.read_to_string(&mut reply).expect("read the backend's reply");
-                assert_eq!(stream.peer_addr().expect("peer"), target.into(), "the client's peer is the node port");
-                seen.push(reply.trim().parse().expect("the backend reports the client"));
-            }
-            for _ in 0..EXCHANGES {
-                let socket = UdpSocket::bind("0.0.0.0:0").expect("bind UDP client");
-                socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-                socket.connect(target).expect("connect UDP");
-                socket.send(b"who").expect("send");
-                let mut buf = [0; 64];
-                let len = socket.recv(&mut buf).expect("a reply from the node port");
-                seen.push(String::from_utf8_lossy(&buf[..len]).parse().expect("the backend reports the client"));
-            }
-            seen
-        });
-        server.join().expect("the server thread");
-        seen
-    }
-
     #[test]
     fn node_port_reaches_a_local_backend_through_xdp_and_through_tc() {
         let topo = build();
@@ -814,7 +749,7 @@ mod netns {
 
         // (a) XDP translates the client's packets; TC on c1 then has nothing to do but replies
         // are restored on b1.
-        let seen = exchange(&topo, SocketAddrV4::new(NODE_IP, NODE_PORT), BACKEND);
+        let seen = topology::exchange(&topo, SocketAddrV4::new(NODE_IP, NODE_PORT), BACKEND, EXCHANGES, TIMEOUT);
         assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
         let xdp_dnat = datapath.counter(Counter::XdpDnat).expect("read the counter");
         assert!(xdp_dnat >= 2 * EXCHANGES as u64, "XDP translated every flow: {xdp_dnat}");
@@ -830,7 +765,7 @@ mod netns {
         // (b) Without XDP, tc_nat on c1 does the same.
         topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
         assert!(datapath.xdp_interfaces().is_empty());
-        let seen = exchange(&topo, SocketAddrV4::new(NODE_IP, NODE_PORT), BACKEND);
+        let seen = topology::exchange(&topo, SocketAddrV4::new(NODE_IP, NODE_PORT), BACKEND, EXCHANGES, TIMEOUT);
         assert!(seen.iter().all(|s| *s.ip() == CLIENT_ADDR), "the backend sees the client's own address: {seen:?}");
         assert_eq!(datapath.counter(Counter::XdpDnat).expect("read the counter"), xdp_dnat, "XDP is gone");
         assert!(
@@ -845,104 +780,5 @@ mod netns {
             datapath.detach_tc(&c1).expect("detach");
             datapath.detach_tc(&b1).expect("detach");
         });
-    }
-
-    /// The second node's address on the node-to-node link, and the first node's (its SNAT
-    /// address).
-    const NODE2_LINK: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
-    const NODE1_LINK: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-    const REMOTE_POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 1);
-    const REMOTE_BACKEND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 2), 8080);
-    /// `externalTrafficPolicy: Cluster`, its only endpoint [`REMOTE_BACKEND`].
-    const REMOTE_NODE_PORT: u16 = 30081;
-
-    /// The two-node topology (see the module).
-    fn build_two_nodes() -> Topology {
-        let mut topo = Topology::new("knr");
-        let node = topo.add_ns("n");
-        let node2 = topo.add_ns("m");
-        for tag in ["n", "m"] {
-            topo.in_ns(tag, || {
-                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in a node namespace")
-            });
-        }
-        let client = topo.add_ns("c");
-        let backend = topo.add_ns("b");
-        topo.wire(&client, "c", CLIENT_ADDR, NODE_IP);
-        topo.veth("r", (&node, Some(NODE1_LINK)), (&node2, Some(NODE2_LINK)));
-        topo.veth("b", (&backend, Some(*REMOTE_BACKEND.ip())), (&node2, Some(REMOTE_POD_GATEWAY)));
-        topology::ip(&["-n", &backend, "route", "add", "default", "via", &REMOTE_POD_GATEWAY.to_string()]);
-        topology::ip(&["-n", &node, "route", "add", "10.244.2.0/24", "via", &NODE2_LINK.to_string()]);
-        let (c0, r1) = (topo.link("c0"), topo.link("r1"));
-        // Complete checksums from the client, as from a NIC (see `build`).
-        topo.in_ns("c", || set_feature(&c0, ETHTOOL_STXCSUM, false));
-        // A veth takes frames redirected from XDP into its peer only with NAPI, which GRO enables.
-        topo.in_ns("m", || set_feature(&r1, ETHTOOL_SGRO, true));
-        topo
-    }
-
-    #[test]
-    fn node_port_reaches_a_backend_on_another_node_through_snat() {
-        let topo = build_two_nodes();
-        let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
-        let services: Vec<Service> = [Protocol::Tcp, Protocol::Udp]
-            .into_iter()
-            .map(|proto| Service {
-                vip: NODE_IP,
-                port: REMOTE_NODE_PORT,
-                proto,
-                backends: vec![REMOTE_BACKEND],
-                affinity: None,
-                maglev: true,
-            })
-            .collect();
-        datapath.sync(&services).expect("program the services");
-        datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
-        datapath.set_snat_addr(Some(NODE1_LINK)).expect("set the SNAT address");
-        let (c1, r0) = (topo.link("c1"), topo.link("r0"));
-        topo.in_ns("n", || {
-            datapath.attach_tc(&c1).expect("attach tc_nat to the node's external veth");
-            datapath.attach_tc(&r0).expect("attach tc_nat to the node-to-node veth");
-            datapath.attach_xdp(&c1).expect("attach xdp_nodeport to the node's external veth");
-        });
-        let target = SocketAddrV4::new(NODE_IP, REMOTE_NODE_PORT);
-        let snatted = |seen: &[SocketAddrV4]| {
-            seen.len() == 2 * EXCHANGES
-                && seen.iter().all(|s| *s.ip() == NODE1_LINK && (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&s.port()))
-        };
-
-        // (a) XDP translates and forwards the client's packets (the very first waits for TC to
-        // resolve the second node's MAC); TC on r0 restores and forwards the replies.
-        let seen = exchange(&topo, target, REMOTE_BACKEND);
-        assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
-        let forwarded = count(&datapath, Counter::XdpForward);
-        assert!(forwarded > 0, "XDP forwarded packets itself");
-        assert!(count(&datapath, Counter::TcRevNat) >= 2 * EXCHANGES as u64, "TC restored every flow's replies");
-        assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
-        let conntrack = datapath.conntrack().expect("read CT");
-        assert!(
-            conntrack.iter().all(|(key, entry)| *key.source().ip() == CLIENT_ADDR
-                && entry.backend() == REMOTE_BACKEND
-                && entry.snat().is_some_and(|snat| *snat.ip() == NODE1_LINK)),
-            "{conntrack:?}"
-        );
-
-        // (b) Without XDP, tc_nat on c1 does the same.
-        topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
-        let snat_before = count(&datapath, Counter::TcSnat);
-        let seen = exchange(&topo, target, REMOTE_BACKEND);
-        assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
-        assert_eq!(count(&datapath, Counter::XdpForward), forwarded, "XDP is gone");
-        assert!(count(&datapath, Counter::TcSnat) >= snat_before + 2 * EXCHANGES as u64, "TC SNAT'd every flow");
-        assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
-
-        topo.in_ns("n", || {
-            datapath.detach_tc(&c1).expect("detach");
-            datapath.detach_tc(&r0).expect("detach");
-        });
-    }
-
-    fn count(datapath: &Datapath, which: Counter) -> u64 {
-        datapath.counter(which).expect("read the counter")
     }
 }

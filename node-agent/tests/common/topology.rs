@@ -3,8 +3,8 @@
 //! (never in the host's) and deleted on drop, also when an assertion fails.
 
 use std::fs::File;
-use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,6 +64,18 @@ impl Topology {
             }
             ip(&["-n", ns, "link", "set", name, "up"]);
         }
+    }
+
+    /// A Linux bridge `<name>` in namespace `ns` (full name), up, with the given interfaces of
+    /// that namespace as its ports: a LAN segment the veths' far ends plug into.
+    #[allow(dead_code, reason = "only the single-interface tests build a LAN")]
+    pub fn bridge(&self, ns: &str, name: &str, ports: &[String]) {
+        let bridge = self.link(name);
+        ip(&["-n", ns, "link", "add", &bridge, "type", "bridge"]);
+        for port in ports {
+            ip(&["-n", ns, "link", "set", port, "master", &bridge]);
+        }
+        ip(&["-n", ns, "link", "set", &bridge, "up"]);
     }
 
     fn netns_path(&self, tag: &str) -> PathBuf {
@@ -130,4 +142,43 @@ pub fn serve(listener: TcpListener, udp: UdpSocket, exchanges: usize, timeout: D
         let Ok((_, from)) = udp.recv_from(&mut buf) else { break };
         let _ = udp.send_to(from.to_string().as_bytes(), from);
     }
+}
+
+/// From the client namespace `c`: `exchanges` TCP connections and UDP exchanges with `target`,
+/// served by `backend` in namespace `b`, each within about `timeout`; returns the client address
+/// the backend reported each time.
+#[allow(dead_code, reason = "the ClusterIP tests exchange their own way")]
+pub fn exchange(
+    topo: &Topology,
+    target: SocketAddrV4,
+    backend: SocketAddrV4,
+    exchanges: usize,
+    timeout: Duration,
+) -> Vec<SocketAddrV4> {
+    let (listener, udp) = topo
+        .in_ns("b", || (TcpListener::bind(backend).expect("bind TCP"), UdpSocket::bind(backend).expect("bind UDP")));
+    let server = topo.spawn_in_ns("b", move || serve(listener, udp, exchanges, timeout));
+    let seen = topo.in_ns("c", || {
+        let mut seen = Vec::new();
+        for _ in 0..exchanges {
+            let mut stream = TcpStream::connect_timeout(&target.into(), timeout).expect("connect to the node port");
+            stream.set_read_timeout(Some(timeout)).expect("timeout");
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).expect("read the backend's reply");
+            assert_eq!(stream.peer_addr().expect("peer"), target.into(), "the client's peer is the node port");
+            seen.push(reply.trim().parse().expect("the backend reports the client"));
+        }
+        for _ in 0..exchanges {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind UDP client");
+            socket.set_read_timeout(Some(timeout)).expect("timeout");
+            socket.connect(target).expect("connect UDP");
+            socket.send(b"who").expect("send");
+            let mut buf = [0; 64];
+            let len = socket.recv(&mut buf).expect("a reply from the node port");
+            seen.push(String::from_utf8_lossy(&buf[..len]).parse().expect("the backend reports the client"));
+        }
+        seen
+    });
+    server.join().expect("the server thread");
+    seen
 }
