@@ -16,8 +16,9 @@
 //!   arrive on. When the FIB gives no neighbour or no route (or the packet exceeds the egress
 //!   MTU), the packet passes unchanged: `tc_nat` finds the entries written here, translates it the
 //!   same way and resolves the neighbour (`bpf_redirect_neigh`), so the flow's later packets take
-//!   this path. A redirect to a veth needs the peer to take XDP frames (an XDP program or GRO on
-//!   it).
+//!   this path. On a veth (tests; a NIC puts the frame on the wire) the peer must take XDP
+//!   frames: a redirect needs an XDP program or GRO on the peer, `XDP_TX` an XDP program (the
+//!   driver queues the frame on the peer's ring but only schedules it for a peer with one).
 //!
 //! Everything XDP cannot or should not decide passes unchanged, for TC to handle or ignore: a
 //! remote backend of a flow that is not SNAT'd (a local pod's; no conntrack entry is written, so
