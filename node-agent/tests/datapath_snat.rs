@@ -84,14 +84,14 @@ fn build_two_nodes() -> Topology {
     topo
 }
 
-#[test]
-fn node_port_reaches_a_backend_on_another_node_through_snat() {
-    let topo = build_two_nodes();
+/// A datapath with a TCP and a UDP node port on `address` whose only backend is the pod behind
+/// the second node, SNAT'd to the first node's link address.
+fn remote_node_port(address: Ipv4Addr) -> Datapath {
     let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
     let services: Vec<Service> = [Protocol::Tcp, Protocol::Udp]
         .into_iter()
         .map(|proto| Service {
-            vip: NODE_IP,
+            vip: address,
             port: REMOTE_NODE_PORT,
             proto,
             backends: vec![REMOTE_BACKEND],
@@ -102,6 +102,13 @@ fn node_port_reaches_a_backend_on_another_node_through_snat() {
     datapath.sync(&services).expect("program the services");
     datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
     datapath.set_snat_addr(Some(NODE1_LINK)).expect("set the SNAT address");
+    datapath
+}
+
+#[test]
+fn node_port_reaches_a_backend_on_another_node_through_snat() {
+    let topo = build_two_nodes();
+    let mut datapath = remote_node_port(NODE_IP);
     let (c1, r0) = (topo.link("c1"), topo.link("r0"));
     topo.in_ns("n", || {
         datapath.attach_tc(&c1).expect("attach tc_nat to the node's external veth");
@@ -182,21 +189,7 @@ fn build_one_nic() -> Topology {
 #[test]
 fn node_port_to_another_node_over_one_interface_uses_xdp_tx() {
     let topo = build_one_nic();
-    let mut datapath = Datapath::load(&Config::default()).expect("load the eBPF programs");
-    let services: Vec<Service> = [Protocol::Tcp, Protocol::Udp]
-        .into_iter()
-        .map(|proto| Service {
-            vip: NODE1_LINK,
-            port: REMOTE_NODE_PORT,
-            proto,
-            backends: vec![REMOTE_BACKEND],
-            affinity: None,
-            maglev: true,
-        })
-        .collect();
-    datapath.sync(&services).expect("program the services");
-    datapath.set_local_cidrs(&[pod_cidr()]).expect("set the local pod CIDR");
-    datapath.set_snat_addr(Some(NODE1_LINK)).expect("set the SNAT address");
+    let mut datapath = remote_node_port(NODE1_LINK);
     let (n0, n1) = (topo.link("n0"), topo.link("n1"));
     topo.in_ns("n", || {
         datapath.attach_tc(&n0).expect("attach tc_nat to the node's only interface");
