@@ -9,12 +9,13 @@ use http::{Method, Response};
 use serde_json::{Value, json};
 
 use super::errors::{ApiError, ApiResult};
+use super::event_cache::EventCache;
 use super::negotiate::{self, Output};
 use super::object::{self, meta_mut, meta_str};
 use super::{Api, Body, Call, ResourceRequest, allocation, json_response, respond, table, watch};
 use crate::registry::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{RangeRequest, StoreError, prefix_end};
+use crate::storage::{KeyValue, RangeRequest, StoreError, prefix_end};
 use crate::validation::{ErrorKind, FieldErrors, validate_labels_and_annotations};
 
 /// How many times an update is retried when the object changes underneath it.
@@ -87,10 +88,26 @@ fn success_status(code: u16) -> Value {
 /// The current object and its revision. A value still in the event cache (a recent write) is
 /// shared, not parsed again; an older one is parsed for this request without entering the cache.
 pub(super) async fn read(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Arc<Value>, i64)> {
+    read_as(api, res, namespace, name, EventCache::read).await
+}
+
+/// As [`read`], for an object read again and again (a namespace, by every create in it): its
+/// decoded value enters the event cache, so the next read shares it.
+async fn read_hot(api: &Api, res: &Resource, namespace: &str, name: &str) -> ApiResult<(Arc<Value>, i64)> {
+    read_as(api, res, namespace, name, EventCache::object).await
+}
+
+async fn read_as(
+    api: &Api,
+    res: &Resource,
+    namespace: &str,
+    name: &str,
+    decode: fn(&EventCache, &KeyValue) -> Option<Arc<Value>>,
+) -> ApiResult<(Arc<Value>, i64)> {
     let key = res.key(namespace, name);
     let kv = api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, res, name))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(res, name))?;
-    match api.events.read(&kv) {
+    match decode(&api.events, &kv) {
         Some(obj) => Ok((obj, kv.mod_revision)),
         // Not decodable: decode again for the error that says why.
         None => Err(object::decode(&kv).err().unwrap_or_else(|| ApiError::internal(format!("{key} is corrupt")))),
@@ -314,7 +331,7 @@ async fn namespace_must_accept(api: &Api, res: &Resource, namespace: &str, name:
         return Ok(());
     }
     let ns_res = registry::find("", "v1", "namespaces").expect("namespaces are served");
-    let (ns, _) = read(api, ns_res, "", namespace).await?;
+    let (ns, _) = read_hot(api, ns_res, "", namespace).await?;
     if ns.pointer("/metadata/deletionTimestamp").is_some()
         || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
     {

@@ -233,6 +233,7 @@ impl HollowCluster {
         let shared = self.shared.clone();
         self.runtime.spawn(async move {
             schedule::run_now(&shared, idx, schedule::Job::Lease).await;
+            node::refresh(&shared, &shared.nodes[idx]).await;
             schedule::run_now(&shared, idx, schedule::Job::Heartbeat).await;
             pods::enqueue_node(&shared, idx);
         });

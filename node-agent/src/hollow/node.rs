@@ -301,6 +301,20 @@ fn observe(slot: &NodeSlot, node: &Node) -> (bool, bool) {
     (cidr_changed, stale)
 }
 
+/// Reads the Node back and takes in what others changed in its conditions, as a kubelet does
+/// before it posts its status: a node coming back from a pause must not trust a watch that may
+/// not have delivered the controller's `Unknown` yet (it would post `Ready` with the old
+/// transition time). A failed read leaves the watch's view in place.
+pub(crate) async fn refresh(shared: &Shared, slot: &NodeSlot) {
+    let api: Api<Node> = Api::all(shared.client.clone());
+    match api.get(&slot.name).await {
+        Ok(node) => {
+            observe(slot, &node);
+        }
+        Err(error) => warn!(%error, node = %slot.name, "reading the node back"),
+    }
+}
+
 /// Re-posts the node's conditions with a fresh `lastHeartbeatTime`.
 pub(crate) async fn heartbeat(shared: &Shared, slot: &NodeSlot) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(shared.client.clone());
