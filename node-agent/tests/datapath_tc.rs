@@ -351,6 +351,49 @@ fn a_syn_ack_on_a_closed_flows_tuple_is_another_connections_and_passes() {
 }
 
 #[test]
+fn udp_flows_to_a_removed_backend_are_forgotten_tcp_flows_drain() {
+    let mut nat = Nat::new();
+    let (udp, _) = nat.translated(&Frame::udp(CLIENT, dns()));
+    let (tcp, _) = nat.translated(&Frame::tcp(CLIENT, web()));
+    let other_client = SocketAddrV4::new(*CLIENT.ip(), 40_001);
+    let (kept, _) = nat.translated(&Frame::udp(other_client, dns()));
+    assert_eq!(nat.datapath.conntrack().expect("read CT").len(), 3);
+
+    // The UDP flow's backend leaves the service (and so does the TCP flow's, from its own).
+    let left: Vec<SocketAddrV4> = UDP_BACKENDS.into_iter().filter(|b| *b != udp.dst).collect();
+    let service = |port, proto, backends: Vec<SocketAddrV4>| Service {
+        vip: VIP,
+        port,
+        proto,
+        backends,
+        affinity: None,
+        maglev: false,
+    };
+    nat.datapath.upsert(&service(53, Protocol::Udp, left.clone())).expect("remove a UDP backend");
+    let tcp_left: Vec<SocketAddrV4> = TCP_BACKENDS.into_iter().filter(|b| *b != tcp.dst).collect();
+    nat.datapath.upsert(&service(80, Protocol::Tcp, tcp_left)).expect("remove a TCP backend");
+
+    let conntrack = nat.datapath.conntrack().expect("read CT");
+    let flows: BTreeSet<CtKey> = conntrack.iter().map(|(key, _)| *key).collect();
+    assert!(!flows.contains(&CtKey::new(CLIENT, dns(), IPPROTO_UDP)), "the UDP flow to the gone backend is forgotten");
+    assert!(flows.contains(&CtKey::new(CLIENT, web(), IPPROTO_TCP)), "the TCP flow drains on its backend");
+    let other_kept = flows.contains(&CtKey::new(other_client, dns(), IPPROTO_UDP));
+    assert_eq!(other_kept, kept.dst != udp.dst, "a UDP flow to a remaining backend stays");
+    let replies: Vec<SocketAddrV4> =
+        nat.datapath.rev_nat().expect("read CT_REV").iter().map(|(key, _)| key.source()).collect();
+    assert!(!replies.contains(&udp.dst), "no reverse entry from the gone backend is left: {replies:?}");
+    // Its next datagram goes to a live backend.
+    assert!(left.contains(&nat.translated(&Frame::udp(CLIENT, dns())).0.dst));
+    assert_eq!(nat.translated(&Frame { tcp_flags: TCP_ACK, ..Frame::tcp(CLIENT, web()) }).0.dst, tcp.dst);
+
+    // A removed UDP service takes its flows along.
+    nat.datapath.remove(VIP, 53, Protocol::Udp).expect("remove the UDP service");
+    let conntrack = nat.datapath.conntrack().expect("read CT");
+    assert!(conntrack.iter().all(|(key, _)| key.proto != IPPROTO_UDP), "{conntrack:?}");
+    assert!(nat.datapath.rev_nat().expect("read CT_REV").iter().all(|(key, _)| key.proto != IPPROTO_UDP));
+}
+
+#[test]
 fn a_flow_keeps_its_backend_while_the_backends_change() {
     let mut nat = Nat::new();
     let (first, _) = nat.translated(&Frame::tcp(CLIENT, web()));

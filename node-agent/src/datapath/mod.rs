@@ -44,6 +44,7 @@ mod xdp;
 
 use std::fs::File;
 use std::io;
+use std::net::SocketAddrV4;
 use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
@@ -52,8 +53,8 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_
 use aya::{Ebpf, EbpfLoader};
 use keelson_ebpf_common::{
     AFFINITY, AffinityEntry, AffinityKey, BACKENDS, Backend, BackendKey, COUNTERS, CT, CT_REV, Counter, CtEntry, CtKey,
-    CtRevEntry, LOCAL_CIDRS, LocalCidr, MAGLEV, MAPS, MaglevKey, SERVICES, SNAT_ADDR, SOCKET_PROGRAMS, ServiceKey,
-    ServiceValue,
+    CtRevEntry, IPPROTO_UDP, LOCAL_CIDRS, LocalCidr, MAGLEV, MAPS, MaglevKey, SERVICES, SNAT_ADDR, SOCKET_PROGRAMS,
+    ServiceKey, ServiceValue,
 };
 
 pub use service::{Protocol, Service, SyncStats};
@@ -348,18 +349,80 @@ impl Datapath {
 
     /// Makes the maps hold exactly `desired`.
     pub fn sync(&mut self, desired: &[Service]) -> Result<SyncStats, Error> {
-        self.change(|programmed, maps| programmed.sync(maps, desired))
+        let gone = self.change(|programmed, _| {
+            let wanted: std::collections::HashMap<ServiceKey, &[SocketAddrV4]> =
+                desired.iter().map(|s| (s.key(), s.backends.as_slice())).collect();
+            let udp: Vec<ServiceKey> = programmed.keys().filter(|k| k.proto == IPPROTO_UDP).copied().collect();
+            Ok(udp
+                .into_iter()
+                .map(|key| {
+                    let left = wanted.get(&key).copied().unwrap_or_default();
+                    (key, gone_from(programmed.backends_of(&key), left))
+                })
+                .collect())
+        })?;
+        let stats = self.change(|programmed, maps| programmed.sync(maps, desired))?;
+        self.forget_udp_flows(gone)?;
+        Ok(stats)
     }
 
     /// Adds or changes one service.
     pub fn upsert(&mut self, service: &Service) -> Result<SyncStats, Error> {
-        self.change(|programmed, maps| programmed.upsert(maps, service))
+        let key = service.key();
+        let gone = if key.proto == IPPROTO_UDP {
+            self.change(|programmed, _| Ok(vec![(key, gone_from(programmed.backends_of(&key), &service.backends))]))?
+        } else {
+            Vec::new()
+        };
+        let stats = self.change(|programmed, maps| programmed.upsert(maps, service))?;
+        self.forget_udp_flows(gone)?;
+        Ok(stats)
     }
 
     /// Removes one service (ClusterIP, port, protocol); nothing happens if it is not programmed.
     pub fn remove(&mut self, vip: std::net::Ipv4Addr, port: u16, proto: Protocol) -> Result<SyncStats, Error> {
         let key = ServiceKey::new(vip, port, proto.ipproto());
-        self.change(|programmed, maps| programmed.remove(maps, &key))
+        let gone = if key.proto == IPPROTO_UDP {
+            self.change(|programmed, _| Ok(vec![(key, programmed.backends_of(&key))]))?
+        } else {
+            Vec::new()
+        };
+        let stats = self.change(|programmed, maps| programmed.remove(maps, &key))?;
+        self.forget_udp_flows(gone)?;
+        Ok(stats)
+    }
+
+    /// Forgets the `tc_nat`/`xdp_nodeport` flows of each UDP frontend to the backends it lost,
+    /// with their reverse entries, so that their next datagrams pick a live backend (kube-proxy
+    /// deletes the same conntrack entries). UDP has no end to wait for: a client that keeps
+    /// sending from one port would otherwise stay on a deleted endpoint. TCP flows are left to
+    /// drain. Scans the conntrack map only when a UDP frontend lost a backend.
+    fn forget_udp_flows(&mut self, gone: Vec<(ServiceKey, Vec<SocketAddrV4>)>) -> Result<usize, Error> {
+        let gone: Vec<(SocketAddrV4, Vec<SocketAddrV4>)> = gone
+            .into_iter()
+            .filter(|(_, backends)| !backends.is_empty())
+            .map(|(key, backends)| (SocketAddrV4::new(key.vip(), key.port()), backends))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let mut stale = Vec::new();
+        for item in self.conntrack.iter() {
+            let (flow, entry) = item.map_err(|source| Error::MapRead { map: CT, source })?;
+            if flow.proto == IPPROTO_UDP
+                && gone
+                    .iter()
+                    .any(|(frontend, lost)| flow.destination() == *frontend && lost.contains(&entry.backend()))
+            {
+                stale.push((flow, entry));
+            }
+        }
+        for (flow, entry) in &stale {
+            // Either may be gone already (LRU, or the programs): no error.
+            removed(self.conntrack.remove(flow), CT)?;
+            removed(self.rev_nat.remove(&reply_key(flow, entry)), CT_REV)?;
+        }
+        Ok(stale.len())
     }
 
     /// The services as programmed, ordered by frontend; backends in slot order.
@@ -581,6 +644,19 @@ impl LbMaps for KernelMaps {
     fn maglev_entries(&self) -> Result<Vec<(MaglevKey, Backend)>, Error> {
         self.maglev.iter().collect::<Result<_, _>>().map_err(|source| Error::MapRead { map: MAGLEV, source })
     }
+}
+
+/// The backends of `before` that are not in `after`.
+fn gone_from(before: Vec<SocketAddrV4>, after: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
+    before.into_iter().filter(|b| !after.contains(b)).collect()
+}
+
+/// The key of the reverse (`CT_REV`) entry of the flow `flow` that `entry` translates: the
+/// backend's replies, to the client or to the flow's SNAT address and port.
+fn reply_key(flow: &CtKey, entry: &CtEntry) -> CtKey {
+    let (daddr, dport) =
+        if entry.snat_port != 0 { (entry.snat_addr, entry.snat_port) } else { (flow.saddr, flow.sport) };
+    CtKey { saddr: entry.backend, daddr, sport: entry.backend_port, dport, proto: flow.proto, _pad: [0; 3] }
 }
 
 #[cfg(test)]

@@ -143,6 +143,19 @@ impl Programmed {
         Ok(programmed)
     }
 
+    /// The backends programmed for `key` (none when it is not programmed).
+    pub(crate) fn backends_of(&self, key: &ServiceKey) -> Vec<SocketAddrV4> {
+        self.services
+            .get(key)
+            .map(|slots| slots.backends.iter().map(Backend::socket_addr).collect())
+            .unwrap_or_default()
+    }
+
+    /// The programmed frontends.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.keys()
+    }
+
     /// The programmed services, ordered by frontend.
     pub(crate) fn table(&self) -> Vec<Service> {
         let mut table: Vec<Service> = self
