@@ -116,35 +116,20 @@ fn node_port_reaches_a_backend_on_another_node_through_snat() {
         datapath.attach_xdp(&c1).expect("attach xdp_nodeport to the node's external veth");
     });
     let target = SocketAddrV4::new(NODE_IP, REMOTE_NODE_PORT);
-    let snatted = |seen: &[SocketAddrV4]| {
-        seen.len() == 2 * EXCHANGES
-            && seen.iter().all(|s| *s.ip() == NODE1_LINK && (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&s.port()))
-    };
 
     // (a) XDP translates and forwards the client's packets (the very first waits for TC to
     // resolve the second node's MAC); TC on r0 restores and forwards the replies.
     let seen = exchange(&topo, target, REMOTE_BACKEND);
-    assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
+    assert_snatted(&seen);
     let forwarded = count(&datapath, Counter::XdpForward);
     assert!(forwarded > 0, "XDP forwarded packets itself");
     assert!(count(&datapath, Counter::TcRevNat) >= 2 * EXCHANGES as u64, "TC restored every flow's replies");
     assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
-    let conntrack = datapath.conntrack().expect("read CT");
-    assert!(
-        conntrack.iter().all(|(key, entry)| *key.source().ip() == CLIENT_ADDR
-            && entry.backend() == REMOTE_BACKEND
-            && entry.snat().is_some_and(|snat| *snat.ip() == NODE1_LINK)),
-        "{conntrack:?}"
-    );
+    assert_tracked_as_snatted(&datapath, CLIENT_ADDR);
 
     // (b) Without XDP, tc_nat on c1 does the same.
     topo.in_ns("n", || datapath.detach_xdp(&c1).expect("detach xdp_nodeport"));
-    let snat_before = count(&datapath, Counter::TcSnat);
-    let seen = exchange(&topo, target, REMOTE_BACKEND);
-    assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
-    assert_eq!(count(&datapath, Counter::XdpForward), forwarded, "XDP is gone");
-    assert!(count(&datapath, Counter::TcSnat) >= snat_before + 2 * EXCHANGES as u64, "TC SNAT'd every flow");
-    assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
+    tc_alone_snats(&topo, &datapath, target, forwarded);
 
     topo.in_ns("n", || {
         datapath.detach_tc(&c1).expect("detach");
@@ -207,40 +192,55 @@ fn node_port_to_another_node_over_one_interface_uses_xdp_tx() {
     assert_eq!(links.len(), 2, "{links:?}");
     assert!(links.contains(&"lo") && links.contains(&n0.as_str()), "one interface besides lo: {links:?}");
     let target = SocketAddrV4::new(NODE1_LINK, REMOTE_NODE_PORT);
-    let snatted = |seen: &[SocketAddrV4]| {
-        seen.len() == 2 * EXCHANGES
-            && seen.iter().all(|s| *s.ip() == NODE1_LINK && (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&s.port()))
-    };
 
     // (a) XDP translates the client's packets and sends them back out of n0 (XDP_TX); TC on
     // n0 restores the replies and redirects them to n0 itself.
     let seen = exchange(&topo, target, REMOTE_BACKEND);
-    assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
+    assert_snatted(&seen);
     let forwarded = count(&datapath, Counter::XdpForward);
     assert!(forwarded > 0, "XDP forwarded packets itself");
     let (tx, redirected) = topo.in_ns("n", || (veth_xdp_stat(&n0, "xdp_tx"), veth_xdp_stat(&n0, "xdp_redirect")));
     assert_eq!((tx, redirected), (forwarded, 0), "every forwarded packet went out with XDP_TX");
     assert!(count(&datapath, Counter::TcRevNat) >= 2 * EXCHANGES as u64, "TC restored every flow's replies");
     assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
+    assert_tracked_as_snatted(&datapath, LAN_CLIENT);
+
+    // (b) Without XDP, tc_nat on n0 translates and redirects both ways to n0 itself.
+    topo.in_ns("n", || datapath.detach_xdp(&n0).expect("detach xdp_nodeport"));
+    tc_alone_snats(&topo, &datapath, target, forwarded);
+
+    topo.in_ns("n", || datapath.detach_tc(&n0).expect("detach"));
+    topo.in_ns("l", || datapath.detach_xdp(&n1).expect("detach"));
+}
+
+/// Every exchange reached the backend from the first node's SNAT address and a SNAT port.
+fn assert_snatted(seen: &[SocketAddrV4]) {
+    assert!(
+        seen.len() == 2 * EXCHANGES
+            && seen.iter().all(|s| *s.ip() == NODE1_LINK && (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&s.port())),
+        "the backend sees the first node's SNAT address and ports: {seen:?}"
+    );
+}
+
+/// Every tracked flow is `client`'s, to the remote backend, SNAT'd to the first node's address.
+fn assert_tracked_as_snatted(datapath: &Datapath, client: Ipv4Addr) {
     let conntrack = datapath.conntrack().expect("read CT");
     assert!(
-        conntrack.iter().all(|(key, entry)| *key.source().ip() == LAN_CLIENT
+        conntrack.iter().all(|(key, entry)| *key.source().ip() == client
             && entry.backend() == REMOTE_BACKEND
             && entry.snat().is_some_and(|snat| *snat.ip() == NODE1_LINK)),
         "{conntrack:?}"
     );
+}
 
-    // (b) Without XDP, tc_nat on n0 translates and redirects both ways to n0 itself.
-    topo.in_ns("n", || datapath.detach_xdp(&n0).expect("detach xdp_nodeport"));
-    let snat_before = count(&datapath, Counter::TcSnat);
-    let seen = exchange(&topo, target, REMOTE_BACKEND);
-    assert!(snatted(&seen), "the backend sees the first node's SNAT address and ports: {seen:?}");
-    assert_eq!(count(&datapath, Counter::XdpForward), forwarded, "XDP is gone");
-    assert!(count(&datapath, Counter::TcSnat) >= snat_before + 2 * EXCHANGES as u64, "TC SNAT'd every flow");
-    assert_eq!(count(&datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
-
-    topo.in_ns("n", || datapath.detach_tc(&n0).expect("detach"));
-    topo.in_ns("l", || datapath.detach_xdp(&n1).expect("detach"));
+/// With XDP detached (`forwarded` packets it had forwarded), `tc_nat` alone SNATs and forwards
+/// every exchange to `target`, and leaves nothing to the stack.
+fn tc_alone_snats(topo: &Topology, datapath: &Datapath, target: SocketAddrV4, forwarded: u64) {
+    let snat_before = count(datapath, Counter::TcSnat);
+    assert_snatted(&exchange(topo, target, REMOTE_BACKEND));
+    assert_eq!(count(datapath, Counter::XdpForward), forwarded, "XDP is gone");
+    assert!(count(datapath, Counter::TcSnat) >= snat_before + 2 * EXCHANGES as u64, "TC SNAT'd every flow");
+    assert_eq!(count(datapath, Counter::TcFibMiss), 0, "nothing was left to the stack");
 }
 
 fn count(datapath: &Datapath, which: Counter) -> u64 {
