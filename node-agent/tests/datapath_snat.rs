@@ -64,9 +64,7 @@ fn build_two_nodes() -> Topology {
     let node = topo.add_ns("n");
     let node2 = topo.add_ns("m");
     for tag in ["n", "m"] {
-        topo.in_ns(tag, || {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in a node namespace")
-        });
+        topo.ipv4_sysctls(tag, &[("ip_forward", "1")]);
     }
     let client = topo.add_ns("c");
     let backend = topo.add_ns("b");
@@ -149,9 +147,7 @@ fn build_one_nic() -> Topology {
     let node = topo.add_ns("n");
     let node2 = topo.add_ns("m");
     for tag in ["n", "m"] {
-        topo.in_ns(tag, || {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in a node namespace")
-        });
+        topo.ipv4_sysctls(tag, &[("ip_forward", "1")]);
     }
     let client = topo.add_ns("c");
     let backend = topo.add_ns("b");

@@ -642,15 +642,9 @@ mod netns {
     fn build() -> Topology {
         let mut topo = Topology::new("ktc");
         topo.add_ns("n");
-        // A thread's /proc/sys/net is its own namespace's. Before the veths exist, so that they
-        // inherit `default`: the reply enters b1 with the VIP as source, which the node has no
-        // route back to, so no reverse-path check.
-        topo.in_ns("n", || {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the node namespace");
-            for conf in ["all", "default"] {
-                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0").expect("rp_filter");
-            }
-        });
+        // Before the veths exist, so that they inherit `default`: the reply enters b1 with the
+        // VIP as source, which the node has no route back to, so no reverse-path check.
+        topo.ipv4_sysctls("n", &[("ip_forward", "1"), ("conf/*/rp_filter", "0")]);
         let client = topo.add_ns("c");
         let backend = topo.add_ns("b");
         topo.wire(&client, "c", CLIENT_ADDR, NODE_CLIENT_SIDE);

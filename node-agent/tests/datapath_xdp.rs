@@ -433,7 +433,7 @@ mod snat {
     fn routed(prefix: &'static str) -> Topology {
         let mut topo = Topology::new(prefix);
         let ns = topo.add_ns("n");
-        topo.in_ns("n", || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding"));
+        topo.ipv4_sysctls("n", &[("ip_forward", "1")]);
         topo.veth("r", (&ns, Some(LINK_ADDR)), (&ns, None));
         let r0 = topo.link("r0");
         let mac = LINK_MAC.map(|b| format!("{b:02x}")).join(":");
@@ -642,13 +642,7 @@ mod netns {
         // Before the veths exist, so that they inherit `default`. A reply reverse-translated
         // on b1 comes in with the node's own address as its source, which the kernel drops as
         // martian unless `accept_local` is set (a node needs it on its pod veths for NodePort).
-        topo.in_ns("n", || {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the node namespace");
-            for conf in ["all", "default"] {
-                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0").expect("rp_filter");
-                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/accept_local"), "1").expect("accept_local");
-            }
-        });
+        topo.ipv4_sysctls("n", &[("ip_forward", "1"), ("conf/*/rp_filter", "0"), ("conf/*/accept_local", "1")]);
         let client = topo.add_ns("c");
         let backend = topo.add_ns("b");
         topo.wire(&client, "c", CLIENT_ADDR, NODE_IP);

@@ -83,6 +83,25 @@ impl Topology {
     }
 
     /// Runs `f` on a thread inside namespace `tag`.
+    /// Sets IPv4 sysctls (`/proc/sys/net/ipv4/<name>`) in namespace `tag` (a thread's
+    /// `/proc/sys/net` is its own namespace's). A `conf/*/…` name is written for both `all` and
+    /// `default`, so that links created afterwards inherit it.
+    pub fn ipv4_sysctls(&self, tag: &str, settings: &[(&str, &str)]) {
+        self.in_ns(tag, || {
+            for &(name, value) in settings {
+                let paths: Vec<String> = match name.strip_prefix("conf/*/") {
+                    Some(key) => {
+                        ["all", "default"].iter().map(|c| format!("/proc/sys/net/ipv4/conf/{c}/{key}")).collect()
+                    }
+                    None => vec![format!("/proc/sys/net/ipv4/{name}")],
+                };
+                for path in paths {
+                    std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {value} to {path}: {e}"));
+                }
+            }
+        });
+    }
+
     pub fn in_ns<T: Send>(&self, tag: &str, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(self.netns_path(tag)).expect("open the namespace");
         std::thread::scope(|scope| {
