@@ -14,10 +14,10 @@
 //!   state of a key at an older revision `R` is the `prev_rev` of its first change after `R`,
 //!   found by scanning the (recent) history after `R`;
 //! - `meta`: the compacted revision and how far compaction got. The current revision is not
-//!   written per commit (that would add a page to every commit's WAL frames): on open it is the
+//!   written per commit (that would add a page to every commit's WAL frames): it is the
 //!   newest `log` row's, or the compacted revision if higher, since compaction records its floor
 //!   before it removes any row, so a revision whose row is gone is at most that floor. Revisions
-//!   never go backwards. A `rev` row that older builds kept current is still honoured.
+//!   never go backwards. The `rev` row older builds kept is not read: it never exceeded that.
 //!
 //! Threads: one writer thread owns the only write connection and commits everything queued (up
 //! to [`MAX_BATCH`] requests) in one transaction, so one fsync covers many writers. It never
@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS log (
     kind INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (name, value) VALUES ('rev', 0), ('compacted', 0), ('compact_done', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('compacted', 0), ('compact_done', 0);
 PRAGMA user_version = 1;
 COMMIT;
 ";
@@ -183,11 +183,8 @@ impl SqliteStore {
         preallocate_wal(path)?;
         let conn = open_writer(path)?;
         let meta = |name: &str| conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| row.get(0));
-        let (mut rev, compacted, compact_done): (Revision, Revision, Revision) =
-            (meta("rev")?, meta("compacted")?, meta("compact_done")?);
-        let max_log: Revision = conn.query_row("SELECT COALESCE(MAX(rev), 0) FROM log", [], |row| row.get(0))?;
-        // See the module docs: no row above the compaction floor is ever removed.
-        rev = rev.max(max_log).max(compacted);
+        let (compacted, compact_done): (Revision, Revision) = (meta("compacted")?, meta("compact_done")?);
+        let rev = current_revision(&conn, compacted)?;
         let mut live = HashMap::new();
         {
             let mut stmt = conn.prepare(
@@ -475,6 +472,14 @@ async fn read<T: Send + 'static>(
     .map_err(|e| StoreError::Backend(format!("read task: {e}")))?
 }
 
+/// The current revision: the newest `log` row's (the rowid B-tree's last, one descent), or the
+/// compaction floor when compaction removed the newest rows (see the module docs).
+fn current_revision(conn: &Connection, compacted: Revision) -> rusqlite::Result<Revision> {
+    let newest: Revision =
+        conn.prepare_cached("SELECT COALESCE(MAX(rev), 0) FROM log")?.query_row([], |row| row.get(0))?;
+    Ok(newest.max(compacted))
+}
+
 /// The revisions a read transaction sees.
 struct Snapshot {
     current: Revision,
@@ -483,14 +488,9 @@ struct Snapshot {
 
 impl Snapshot {
     fn read(tx: &Transaction<'_>) -> rusqlite::Result<Snapshot> {
-        let mut stmt = tx.prepare_cached("SELECT value FROM meta WHERE name = ?1")?;
-        let recorded: Revision = stmt.query_row(["rev"], |row| row.get(0))?;
-        let compacted = stmt.query_row(["compacted"], |row| row.get(0))?;
-        // The newest row is the rowid B-tree's last: one descent. See the module docs for why
-        // the compaction floor covers a newest row that compaction removed.
-        let newest: Revision =
-            tx.prepare_cached("SELECT COALESCE(MAX(rev), 0) FROM log")?.query_row([], |row| row.get(0))?;
-        Ok(Snapshot { current: recorded.max(newest).max(compacted), compacted })
+        let compacted =
+            tx.prepare_cached("SELECT value FROM meta WHERE name = 'compacted'")?.query_row([], |row| row.get(0))?;
+        Ok(Snapshot { current: current_revision(tx, compacted)?, compacted })
     }
 
     /// The revision to read at for a requested one (0: latest).
