@@ -349,47 +349,51 @@ impl Datapath {
 
     /// Makes the maps hold exactly `desired`.
     pub fn sync(&mut self, desired: &[Service]) -> Result<SyncStats, Error> {
-        let gone = self.change(|programmed, _| {
-            let wanted: std::collections::HashMap<ServiceKey, &[SocketAddrV4]> =
-                desired.iter().map(|s| (s.key(), s.backends.as_slice())).collect();
-            let udp: Vec<ServiceKey> = programmed.keys().filter(|k| k.proto == IPPROTO_UDP).copied().collect();
-            Ok(udp
-                .into_iter()
-                .map(|key| {
-                    let left = wanted.get(&key).copied().unwrap_or_default();
-                    (key, gone_from(programmed.backends_of(&key), left))
-                })
-                .collect())
-        })?;
-        let stats = self.change(|programmed, maps| programmed.sync(maps, desired))?;
-        self.forget_udp_flows(gone)?;
-        Ok(stats)
+        self.change_forgetting_udp(
+            |programmed| {
+                if !programmed.keys().any(|key| key.proto == IPPROTO_UDP) {
+                    return Vec::new();
+                }
+                let wanted: std::collections::HashMap<ServiceKey, &[SocketAddrV4]> =
+                    desired.iter().map(|s| (s.key(), s.backends.as_slice())).collect();
+                programmed
+                    .keys()
+                    .filter_map(|key| lost_udp(programmed, *key, wanted.get(key).copied().unwrap_or_default()))
+                    .collect()
+            },
+            |programmed, maps| programmed.sync(maps, desired),
+        )
     }
 
     /// Adds or changes one service.
     pub fn upsert(&mut self, service: &Service) -> Result<SyncStats, Error> {
         let key = service.key();
-        let gone = if key.proto == IPPROTO_UDP {
-            self.change(|programmed, _| Ok(vec![(key, gone_from(programmed.backends_of(&key), &service.backends))]))?
-        } else {
-            Vec::new()
-        };
-        let stats = self.change(|programmed, maps| programmed.upsert(maps, service))?;
-        self.forget_udp_flows(gone)?;
-        Ok(stats)
+        self.change_forgetting_udp(
+            |programmed| lost_udp(programmed, key, &service.backends).into_iter().collect(),
+            |programmed, maps| programmed.upsert(maps, service),
+        )
     }
 
     /// Removes one service (ClusterIP, port, protocol); nothing happens if it is not programmed.
     pub fn remove(&mut self, vip: std::net::Ipv4Addr, port: u16, proto: Protocol) -> Result<SyncStats, Error> {
         let key = ServiceKey::new(vip, port, proto.ipproto());
-        let gone = if key.proto == IPPROTO_UDP {
-            self.change(|programmed, _| Ok(vec![(key, programmed.backends_of(&key))]))?
-        } else {
-            Vec::new()
-        };
-        let stats = self.change(|programmed, maps| programmed.remove(maps, &key))?;
+        self.change_forgetting_udp(
+            |programmed| lost_udp(programmed, key, &[]).into_iter().collect(),
+            |programmed, maps| programmed.remove(maps, &key),
+        )
+    }
+
+    /// Applies `f` like [`Self::change`], then forgets the UDP flows to the backends that `lost`
+    /// (asked before the change) says UDP frontends lose.
+    fn change_forgetting_udp<T>(
+        &mut self,
+        lost: impl FnOnce(&Programmed) -> Vec<(ServiceKey, Vec<SocketAddrV4>)>,
+        f: impl FnOnce(&mut Programmed, &mut KernelMaps) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let gone = self.change(|programmed, _| Ok(lost(programmed)))?;
+        let result = self.change(f)?;
         self.forget_udp_flows(gone)?;
-        Ok(stats)
+        Ok(result)
     }
 
     /// Forgets the `tc_nat`/`xdp_nodeport` flows of each UDP frontend to the backends it lost,
@@ -646,9 +650,14 @@ impl LbMaps for KernelMaps {
     }
 }
 
-/// The backends of `before` that are not in `after`.
-fn gone_from(before: Vec<SocketAddrV4>, after: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
-    before.into_iter().filter(|b| !after.contains(b)).collect()
+/// For a UDP frontend `key`: the programmed backends that `left` does not keep.
+fn lost_udp(
+    programmed: &Programmed,
+    key: ServiceKey,
+    left: &[SocketAddrV4],
+) -> Option<(ServiceKey, Vec<SocketAddrV4>)> {
+    (key.proto == IPPROTO_UDP)
+        .then(|| (key, programmed.backends_of(&key).into_iter().filter(|b| !left.contains(b)).collect()))
 }
 
 /// The key of the reverse (`CT_REV`) entry of the flow `flow` that `entry` translates: the
