@@ -573,6 +573,14 @@ impl PinnedMaps {
 }
 
 fn socket_program<'a>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut CgroupSockAddr, Error> {
+    typed_program(ebpf, prog)
+}
+
+/// The program `prog` of the object as its type `P`.
+fn typed_program<'a, P>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut P, Error>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
     ebpf.program_mut(prog)
         .ok_or(Error::MissingProgram { prog })?
         .try_into()

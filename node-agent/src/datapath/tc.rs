@@ -30,10 +30,7 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), Error> {
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
-    ebpf.program_mut(PROG_TC_NAT)
-        .ok_or(Error::MissingProgram { prog: PROG_TC_NAT })?
-        .try_into()
-        .map_err(|source| Error::LoadProgram { prog: PROG_TC_NAT, source })
+    super::typed_program(ebpf, PROG_TC_NAT)
 }
 
 impl Datapath {

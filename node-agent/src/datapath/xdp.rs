@@ -86,10 +86,7 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), Error> {
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
-    ebpf.program_mut(PROG_XDP_NODEPORT)
-        .ok_or(Error::MissingProgram { prog: PROG_XDP_NODEPORT })?
-        .try_into()
-        .map_err(|source| Error::LoadProgram { prog: PROG_XDP_NODEPORT, source })
+    super::typed_program(ebpf, PROG_XDP_NODEPORT)
 }
 
 impl Datapath {
