@@ -71,7 +71,7 @@ impl Client {
     }
 
     pub async fn create(&self, res: &Resource, namespace: &str, obj: Value) -> ApiResult<Value> {
-        rest::create_object(&self.api, res, namespace, obj, false).await.map(Arc::unwrap_or_clone)
+        rest::create_object(&self.api, res, namespace, obj, false).await.map(|stored| Arc::unwrap_or_clone(stored.obj))
     }
 
     /// Replaces the object (not its status). When `obj` carries a resourceVersion, the write
@@ -95,7 +95,7 @@ impl Client {
         };
         rest::guaranteed_update(&self.api, res, namespace, &name, part, false, |_| Ok((obj.clone(), precondition)))
             .await
-            .map(Arc::unwrap_or_clone)
+            .map(|stored| Arc::unwrap_or_clone(stored.obj))
     }
 
     /// Patches the object, or its status with `status`.
@@ -113,7 +113,7 @@ impl Client {
             Ok((rest::apply_patch(res, kind.content_type(), cur, patch)?, None))
         })
         .await
-        .map(Arc::unwrap_or_clone)
+        .map(|stored| Arc::unwrap_or_clone(stored.obj))
     }
 
     pub async fn delete(&self, res: &Resource, namespace: &str, name: &str, params: &DeleteParams) -> ApiResult<Value> {

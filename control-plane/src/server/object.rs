@@ -41,27 +41,61 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
 
 /// Serializes an object for storage: without `resourceVersion`, which is the store's mod revision.
 pub fn encode(obj: &Value) -> Vec<u8> {
-    serde_json::to_vec(&WithoutResourceVersion(obj)).expect("json serializes")
+    Encoded::new(obj).bytes
 }
 
-/// Serializes an object as it is, except `metadata.resourceVersion`, without copying it.
-struct WithoutResourceVersion<'a>(&'a Value);
+/// An object serialized for storage ([`encode`]), with where its `metadata` fields begin: the JSON
+/// a client gets back from the write is the stored bytes with the new `resourceVersion` spliced
+/// in there, rather than the object encoded a second time.
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// Offset just past `metadata`'s opening brace.
+    pub metadata: Option<usize>,
+}
 
-impl serde::Serialize for WithoutResourceVersion<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let Some(map) = self.0.as_object() else { return self.0.serialize(serializer) };
-        let mut out = serializer.serialize_map(Some(map.len()))?;
-        for (k, v) in map {
+impl Encoded {
+    pub fn new(obj: &Value) -> Encoded {
+        let Some(map) = obj.as_object() else {
+            return Encoded { bytes: serde_json::to_vec(obj).expect("json serializes"), metadata: None };
+        };
+        // The bytes `serde_json::to_vec` writes for a map, member by member.
+        let mut bytes = Vec::with_capacity(1024);
+        let mut metadata = None;
+        bytes.push(b'{');
+        for (i, (k, v)) in map.iter().enumerate() {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            serde_json::to_writer(&mut bytes, k).expect("json serializes");
+            bytes.push(b':');
             match (k.as_str(), v.as_object()) {
                 ("metadata", Some(meta)) => {
-                    out.serialize_entry(k, &MetadataWithoutResourceVersion(meta))?;
+                    metadata = Some(bytes.len() + 1);
+                    serde_json::to_writer(&mut bytes, &MetadataWithoutResourceVersion(meta))
                 }
-                _ => out.serialize_entry(k, v)?,
+                _ => serde_json::to_writer(&mut bytes, v),
             }
+            .expect("json serializes");
         }
-        out.end()
+        bytes.push(b'}');
+        Encoded { bytes, metadata }
     }
+}
+
+/// The JSON of a stored object (`stored`, [`Encoded`] bytes whose `metadata` fields begin at
+/// `metadata`) with `metadata.resourceVersion` set to `revision`.
+pub fn with_resource_version(stored: &[u8], metadata: usize, revision: i64) -> Vec<u8> {
+    let (head, tail) = stored.split_at(metadata);
+    let rv = format!("\"resourceVersion\":\"{revision}\"");
+    let comma = !tail.starts_with(b"}");
+    let mut out = Vec::with_capacity(stored.len() + rv.len() + 1);
+    out.extend_from_slice(head);
+    out.extend_from_slice(rv.as_bytes());
+    if comma {
+        out.push(b',');
+    }
+    out.extend_from_slice(tail);
+    out
 }
 
 struct MetadataWithoutResourceVersion<'a>(&'a Map<String, Value>);
@@ -167,6 +201,32 @@ mod tests {
         assert_eq!(stored, json!({"kind": "Pod", "metadata": {"name": "a", "uid": "u"}, "spec": {"x": 1}}));
         let order: Vec<&String> = stored.as_object().expect("object").keys().collect();
         assert_eq!(order, ["kind", "metadata", "spec"], "field order is kept");
+    }
+
+    #[test]
+    fn stored_bytes_are_serde_json_bytes_and_take_the_new_resource_version() {
+        let cases = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a\"}", "resourceVersion": "7"}, "spec": {"metadata": {"x": "}"}}}),
+            json!({"spec": {"metadata": {"name": "inner"}}, "metadata": {"labels": {"a": "b"}}}),
+            json!({"kind": "Pod", "metadata": {}}),
+            json!({"kind": "Pod", "metadata": {"resourceVersion": "3"}}),
+        ];
+        for obj in cases {
+            let mut without = obj.clone();
+            without["metadata"].as_object_mut().expect("metadata").remove("resourceVersion");
+            let encoded = Encoded::new(&obj);
+            assert_eq!(encoded.bytes, serde_json::to_vec(&without).expect("json"), "{obj}");
+            let at = encoded.metadata.expect("metadata is an object");
+            let answered: Value =
+                serde_json::from_slice(&with_resource_version(&encoded.bytes, at, 42)).expect("valid JSON");
+            let mut expected = without;
+            expected["metadata"]["resourceVersion"] = json!("42");
+            assert_eq!(answered, expected, "{obj}");
+        }
+        let bare = json!({"kind": "Status", "metadata": "not an object"});
+        assert_eq!(Encoded::new(&bare).metadata, None);
+        assert_eq!(Encoded::new(&bare).bytes, serde_json::to_vec(&bare).expect("json"));
+        assert_eq!(Encoded::new(&json!({})).bytes, b"{}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use http::{Method, Response};
 use serde_json::{Value, json};
 
@@ -416,18 +417,19 @@ pub(super) async fn create_object(
     namespace: &str,
     obj: Value,
     dry: bool,
-) -> ApiResult<Arc<Value>> {
+) -> ApiResult<Stored> {
     let obj = prepare_new(res, obj, namespace)?;
     let name = object::name_of(&obj).to_string();
     namespace_must_accept(api, res, namespace, &name).await?;
     if dry {
-        return Ok(Arc::new(obj));
+        return Ok(Stored::unwritten(Arc::new(obj)));
     }
     let mut obj = obj;
     let taken =
         if allocation::applies(res) { Some(allocation::allocate(api, res, &mut obj, None).await?) } else { None };
     let key = res.key(namespace, &name);
-    let kv = match api.store.create(&key, object::encode(&obj)).await {
+    let encoded = object::Encoded::new(&obj);
+    let kv = match api.store.create(&key, encoded.bytes).await {
         Ok(kv) => kv,
         Err(e) => {
             if let Some(t) = taken {
@@ -436,23 +438,49 @@ pub(super) async fn create_object(
             return Err(ApiError::from_store(e, res, &name));
         }
     };
-    Ok(written(api, &key, kv.mod_revision, obj))
+    Ok(written(api, &key, &kv, encoded.metadata, obj))
 }
 
-/// The object just written at `revision`, with that `resourceVersion`, shared with the event cache
-/// so that the write's watchers and next readers do not parse the stored bytes again.
-fn written(api: &Api, key: &str, revision: i64, mut obj: Value) -> Arc<Value> {
-    meta_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+/// An object as a write left it: shared with the event cache, and (when it was stored) its JSON
+/// with the new `resourceVersion`, made from the stored bytes instead of encoded again.
+pub(super) struct Stored {
+    pub obj: Arc<Value>,
+    pub json: Option<Bytes>,
+}
+
+impl Stored {
+    /// An object that was not written (a dry run, a no-op update).
+    fn unwritten(obj: Arc<Value>) -> Stored {
+        Stored { obj, json: None }
+    }
+}
+
+/// The object just written as `kv`, with its `resourceVersion`, shared with the event cache so
+/// that the write's watchers and next readers do not parse the stored bytes again. `metadata`:
+/// where the stored bytes' `metadata` fields begin ([`object::Encoded`]).
+fn written(api: &Api, key: &str, kv: &KeyValue, metadata: Option<usize>, mut obj: Value) -> Stored {
+    meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     let obj = Arc::new(obj);
-    api.events.seed(key, revision, obj.clone());
-    obj
+    api.events.seed(key, kv.mod_revision, obj.clone());
+    let json = metadata
+        .filter(|&at| at < kv.value.len())
+        .map(|at| Bytes::from(object::with_resource_version(&kv.value, at, kv.mod_revision)));
+    Stored { obj, json }
+}
+
+/// [`object_response`] for a write's result: JSON clients get the bytes the write already made.
+fn stored_response(res: &Resource, status: u16, stored: &Stored, call: &Call) -> ApiResult<Response<Body>> {
+    match (&stored.json, negotiate::output(call.accept.as_deref(), true)?) {
+        (Some(json), Output::Json) => Ok(respond(status, "application/json", json.clone())),
+        _ => object_response(res, status, &stored.obj, call),
+    }
 }
 
 async fn create(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Response<Body>> {
     let mut obj = negotiate::decode_body(call.content_type.as_deref(), &call.body)?;
     super::fields::check_unknown(rr.resource, &mut obj, call)?;
-    let obj = create_object(api, rr.resource, &rr.namespace, obj, dry_run(call)?).await?;
-    object_response(rr.resource, 201, &obj, call)
+    let stored = create_object(api, rr.resource, &rr.namespace, obj, dry_run(call)?).await?;
+    stored_response(rr.resource, 201, &stored, call)
 }
 
 // ---------------------------------------------------------------- update
@@ -545,7 +573,7 @@ pub(super) async fn guaranteed_update<F>(
     part: Part,
     dry: bool,
     mut mutate: F,
-) -> ApiResult<Arc<Value>>
+) -> ApiResult<Stored>
 where
     F: FnMut(&Value) -> ApiResult<(Value, Option<i64>)>,
 {
@@ -559,11 +587,11 @@ where
             return Err(ApiError::conflict(res, name));
         }
         let mut new = match finish_update(res, part, &cur, new)? {
-            Outcome::Unchanged => return Ok(cur),
+            Outcome::Unchanged => return Ok(Stored::unwritten(cur)),
             Outcome::Write(v) => v,
         };
         if dry {
-            return Ok(Arc::new(new));
+            return Ok(Stored::unwritten(Arc::new(new)));
         }
         let taken = if allocation::applies(res) {
             Some(allocation::allocate(api, res, &mut new, Some(&cur)).await?)
@@ -575,10 +603,11 @@ where
             && object::finalizers(&new).is_empty()
             && !res.strategy.holds_deletion(&new)
             && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
-        let result = if gone {
-            api.store.delete(&key, rev).await
+        let (result, metadata) = if gone {
+            (api.store.delete(&key, rev).await, None)
         } else {
-            api.store.update(&key, object::encode(&new), rev).await
+            let encoded = object::Encoded::new(&new);
+            (api.store.update(&key, encoded.bytes, rev).await, encoded.metadata)
         };
         if result.is_err()
             && let Some(t) = taken
@@ -590,9 +619,9 @@ where
         match result {
             Ok(kv) if gone => {
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                return Ok(Arc::new(new));
+                return Ok(Stored::unwritten(Arc::new(new)));
             }
-            Ok(kv) => return Ok(written(api, &key, kv.mod_revision, new)),
+            Ok(kv) => return Ok(written(api, &key, &kv, metadata, new)),
             // Another writer got there first: the next round re-reads and re-checks any precondition.
             Err(StoreError::Conflict { .. }) => continue,
             Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(res, name)),
@@ -660,7 +689,7 @@ async fn update(
     // The decoded body goes to the first attempt as it is; a retry after a lost race decodes the
     // request again rather than every attempt copying it.
     let mut first = Some(body);
-    let obj = guaranteed_update(api, res, &rr.namespace, name, part, dry, |_cur| {
+    let stored = guaranteed_update(api, res, &rr.namespace, name, part, dry, |_cur| {
         let body = match first.take() {
             Some(body) => body,
             None => replacement(res, name, call)?,
@@ -668,7 +697,7 @@ async fn update(
         Ok((body, precondition))
     })
     .await?;
-    object_response(res, 200, &obj, call)
+    stored_response(res, 200, &stored, call)
 }
 
 /// The object a PUT sends, with unknown fields dropped and the name from the URL.
@@ -756,18 +785,18 @@ async fn patch(
             let mut obj = patch_doc.clone();
             meta_mut(&mut obj).insert("name".into(), json!(name));
             super::fields::check_unknown(res, &mut obj, call)?;
-            let obj = create_object(api, res, &rr.namespace, obj, dry).await?;
-            return object_response(res, 201, &obj, call);
+            let stored = create_object(api, res, &rr.namespace, obj, dry).await?;
+            return stored_response(res, 201, &stored, call);
         }
     }
     let precondition = body_precondition(&patch_doc)?;
-    let obj = guaranteed_update(api, res, &rr.namespace, name, part, dry, |cur| {
+    let stored = guaranteed_update(api, res, &rr.namespace, name, part, dry, |cur| {
         let mut patched = apply_patch(res, &ct, cur, &patch_doc)?;
         super::fields::check_unknown(res, &mut patched, call)?;
         Ok((patched, precondition))
     })
     .await?;
-    object_response(res, 200, &obj, call)
+    stored_response(res, 200, &stored, call)
 }
 
 // ---------------------------------------------------------------- delete
@@ -1025,7 +1054,7 @@ async fn scale_write(
         Ok((new, precondition))
     })
     .await?;
-    Ok(json_response(200, &scale_of(res, &obj)?))
+    Ok(json_response(200, &scale_of(res, &obj.obj)?))
 }
 
 pub(super) async fn bind(api: &Api, rr: &ResourceRequest, name: &str, call: &Call) -> ApiResult<Response<Body>> {
@@ -1075,7 +1104,7 @@ pub(super) async fn bind_pod(
         Ok((new, None))
     })
     .await?;
-    Ok(Arc::unwrap_or_clone(pod))
+    Ok(Arc::unwrap_or_clone(pod.obj))
 }
 
 async fn evict(api: &Api, rr: &ResourceRequest, name: &str) -> ApiResult<Response<Body>> {
@@ -1086,7 +1115,7 @@ async fn evict(api: &Api, rr: &ResourceRequest, name: &str) -> ApiResult<Respons
 
 /// Creates an object on behalf of the server itself (initial namespaces and the like).
 pub async fn create_system_object(api: &Api, res: &Resource, namespace: &str, obj: Value) -> ApiResult<Value> {
-    create_object(api, res, namespace, obj, false).await.map(Arc::unwrap_or_clone)
+    create_object(api, res, namespace, obj, false).await.map(|stored| Arc::unwrap_or_clone(stored.obj))
 }
 
 /// Sets a namespace's `spec.finalizers` on behalf of the server itself (the `finalize` subresource).
@@ -1094,5 +1123,7 @@ pub async fn finalize_namespace<F>(api: &Api, res: &Resource, name: &str, mutate
 where
     F: FnMut(&Value) -> ApiResult<(Value, Option<i64>)>,
 {
-    guaranteed_update(api, res, "", name, Part::Finalize, false, mutate).await.map(Arc::unwrap_or_clone)
+    guaranteed_update(api, res, "", name, Part::Finalize, false, mutate)
+        .await
+        .map(|stored| Arc::unwrap_or_clone(stored.obj))
 }
