@@ -76,9 +76,13 @@ pub fn render(results: &Results) -> String {
     let header = ["op", "clients", "ops/run", "ops/s", "range", "p50", "p99", "errors", "vs etcd"];
     let _ = writeln!(
         out,
-        "== etcd {} raw, one member on loopback, default fsync, {}-byte values (the storage floor) ==",
+        "== etcd {} raw, one member on loopback, default fsync, {}-byte values (the storage floor{}) ==",
         m.etcd_version.trim_start_matches("etcd Version: "),
-        super::etcd::VALUE_BYTES
+        super::etcd::VALUE_BYTES,
+        match results.api.pod_json_bytes {
+            0 => String::new(),
+            n => format!("; a bench Pod as the API returns it: {n} bytes"),
+        }
     );
     let mut table = Table::new(&header);
     for (op, levels) in [("put", &results.etcd.put), ("get", &results.etcd.get)] {
