@@ -3,7 +3,7 @@
 //! A [`FieldErrors`] collects errors with their JSON path; the REST layer turns a non-empty list
 //! into a 422 `Status` with one cause per error, worded as kube-apiserver words them.
 
-use std::fmt;
+use std::fmt::{self, Display};
 
 use serde_json::Value;
 
@@ -68,6 +68,35 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Paths of fields, spelled out only when an error names them: validation visits every field of
+/// every write, and formatting each child's path on the way (`spec.containers[0].ports`) cost
+/// more than the checks themselves. `Field(&"spec", "containers")` is `spec.containers`.
+pub struct Field<'a>(pub &'a dyn Display, pub &'a str);
+
+/// `{parent}[{index}]`.
+pub struct Index<'a>(pub &'a dyn Display, pub usize);
+
+/// `{parent}[{key}]`, a map entry.
+pub struct Key<'a>(pub &'a dyn Display, pub &'a str);
+
+impl Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+impl Display for Index<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
+    }
+}
+
+impl Display for Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
+    }
+}
+
 /// Errors found while validating one object.
 #[derive(Clone, Debug, Default)]
 pub struct FieldErrors(pub Vec<FieldError>);
@@ -76,20 +105,20 @@ impl FieldErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn push(&mut self, kind: ErrorKind, field: impl Into<String>, value: Option<Value>, detail: impl Into<String>) {
-        self.0.push(FieldError { kind, field: field.into(), value, detail: detail.into() });
+    pub fn push(&mut self, kind: ErrorKind, field: impl Display, value: Option<Value>, detail: impl Into<String>) {
+        self.0.push(FieldError { kind, field: field.to_string(), value, detail: detail.into() });
     }
-    pub fn required(&mut self, field: impl Into<String>, detail: impl Into<String>) {
+    pub fn required(&mut self, field: impl Display, detail: impl Into<String>) {
         self.push(ErrorKind::Required, field, None, detail);
     }
-    pub fn invalid(&mut self, field: impl Into<String>, value: Value, detail: impl Into<String>) {
+    pub fn invalid(&mut self, field: impl Display, value: Value, detail: impl Into<String>) {
         self.push(ErrorKind::Invalid, field, Some(value), detail);
     }
-    pub fn not_supported(&mut self, field: impl Into<String>, value: Value, supported: &[&str]) {
+    pub fn not_supported(&mut self, field: impl Display, value: Value, supported: &[&str]) {
         let list = supported.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
         self.push(ErrorKind::NotSupported, field, Some(value), format!("supported values: {list}"));
     }
-    pub fn forbidden(&mut self, field: impl Into<String>, detail: impl Into<String>) {
+    pub fn forbidden(&mut self, field: impl Display, detail: impl Into<String>) {
         self.push(ErrorKind::Forbidden, field, None, detail);
     }
     /// `field is immutable` when `new` differs from `old` at the same path.

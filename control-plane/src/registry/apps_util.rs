@@ -338,7 +338,7 @@ pub(crate) fn default_template(obj: &mut Value) {
 /// Validates `spec.template` with the shared pod template rules.
 pub(crate) fn validate_template(obj: &Value, errs: &mut FieldErrors) {
     let tmpl = obj.pointer("/spec/template").unwrap_or(&Value::Null);
-    super::podspec::validate_pod_template(tmpl, "spec.template", errs);
+    super::podspec::validate_pod_template(tmpl, &"spec.template", errs);
 }
 
 /// apps/v1 makes `spec.selector` immutable.

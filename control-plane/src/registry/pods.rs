@@ -107,9 +107,9 @@ impl super::Strategy for Strategy {
 
     fn validate(&self, obj: &Value, old: Option<&Value>, errs: &mut FieldErrors) {
         let spec = obj.get("spec").unwrap_or(&Value::Null);
-        podspec::validate_pod_spec(spec, "spec", errs);
+        podspec::validate_pod_spec(spec, &"spec", errs);
         if let Some(res) = spec.get("resources").filter(|r| r.is_object()) {
-            podspec::validate_resources(res, "spec.resources", errs);
+            podspec::validate_resources(res, &"spec.resources", errs);
         }
         match old {
             None => {

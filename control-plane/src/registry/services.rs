@@ -412,7 +412,7 @@ fn validate_spec(spec: &Value, errs: &mut FieldErrors) {
         }
     }
     if let Some(sel) = checks::obj(spec, "selector") {
-        checks::check_label_map(Some(sel), "spec.selector", errs);
+        checks::check_label_map(Some(sel), &"spec.selector", errs);
     }
     match s(spec, "sessionAffinity") {
         "" => errs.required("spec.sessionAffinity", ""),

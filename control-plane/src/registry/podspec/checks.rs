@@ -1,11 +1,12 @@
 //! Small value checks shared by the core/v1 strategies (ports, IPs, CIDRs, config keys, env
 //! names, resource names) and JSON access helpers. Messages are Kubernetes' own wording.
 
+use std::fmt::Display;
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use crate::validation::{self, ErrorKind, FieldErrors};
+use crate::validation::{self, ErrorKind, FieldErrors, Key};
 
 use super::quantity::Quantity;
 
@@ -63,17 +64,17 @@ pub(crate) fn int(v: &Value, key: &str) -> Option<i64> {
 
 // ---- error helpers -----------------------------------------------------------------------------
 
-pub(crate) fn duplicate(errs: &mut FieldErrors, field: impl Into<String>, value: Value) {
+pub(crate) fn duplicate(errs: &mut FieldErrors, field: impl Display, value: Value) {
     errs.push(ErrorKind::Duplicate, field, Some(value), "");
 }
 
 /// Kubernetes reports `Not found: "x"` (FieldValueNotFound). `ErrorKind` has no such variant
 /// yet, so this is an Invalid error saying the same thing.
-pub(crate) fn not_found(errs: &mut FieldErrors, field: impl Into<String>, value: Value) {
+pub(crate) fn not_found(errs: &mut FieldErrors, field: impl Display, value: Value) {
     errs.push(ErrorKind::Invalid, field, Some(value), "not found");
 }
 
-pub(crate) fn too_long(errs: &mut FieldErrors, field: impl Into<String>, max: usize) {
+pub(crate) fn too_long(errs: &mut FieldErrors, field: impl Display, max: usize) {
     errs.push(ErrorKind::TooLong, field, None, format!("may not be more than {max} bytes"));
 }
 
@@ -110,7 +111,7 @@ pub(crate) fn port_name(name: &str) -> Vec<String> {
 }
 
 /// Validates an int-or-string port (`targetPort`, probe ports) at `field`.
-pub(crate) fn check_port_num_or_name(v: &Value, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn check_port_num_or_name(v: &Value, field: &dyn Display, errs: &mut FieldErrors) {
     match v {
         Value::Number(n) => {
             for msg in port_num(n.as_i64().unwrap_or(0)) {
@@ -130,7 +131,7 @@ pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-pub(crate) fn check_ip(value: &str, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn check_ip(value: &str, field: &dyn Display, errs: &mut FieldErrors) {
     if parse_ip(value).is_none() {
         errs.invalid(
             field,
@@ -152,7 +153,7 @@ pub(crate) fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     (bits <= max).then_some((ip, bits))
 }
 
-pub(crate) fn check_cidr(value: &str, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn check_cidr(value: &str, field: &dyn Display, errs: &mut FieldErrors) {
     if parse_cidr(value).is_none() {
         errs.invalid(
             field,
@@ -191,7 +192,7 @@ pub(crate) fn env_var_name(name: &str) -> Vec<String> {
 }
 
 /// Label maps (`nodeSelector`, service `selector`): keys are qualified names, values label values.
-pub(crate) fn check_label_map(m: Option<&Map<String, Value>>, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn check_label_map(m: Option<&Map<String, Value>>, field: &dyn Display, errs: &mut FieldErrors) {
     let Some(m) = m else { return };
     for (k, v) in m {
         for msg in validation::qualified_name(k) {
@@ -211,7 +212,7 @@ pub(crate) fn check_label_map(m: Option<&Map<String, Value>>, field: &str, errs:
 const STANDARD_CONTAINER_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage"];
 
 /// Resource names inside container `resources` (`cpu`, `memory`, `hugepages-2Mi`, `vendor/gpu`).
-pub(crate) fn check_container_resource_name(name: &str, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn check_container_resource_name(name: &str, field: &dyn Display, errs: &mut FieldErrors) {
     let qn = validation::qualified_name(name);
     if !qn.is_empty() {
         for msg in qn {
@@ -227,13 +228,13 @@ pub(crate) fn check_container_resource_name(name: &str, field: &str, errs: &mut 
 /// Validates a `ResourceList` of quantities: parseable and non-negative. Returns the parsed list.
 pub(crate) fn check_resource_list(
     list: Option<&Value>,
-    field: &str,
+    field: &dyn Display,
     errs: &mut FieldErrors,
 ) -> Vec<(String, Quantity)> {
     let mut out = Vec::new();
     let Some(m) = list.and_then(Value::as_object) else { return out };
     for (name, v) in m {
-        let path = format!("{field}[{name}]");
+        let path = Key(field, name);
         match Quantity::from_json(v) {
             Ok(q) => {
                 if q.is_negative() {
@@ -330,7 +331,12 @@ pub(crate) fn is_integer_resource(name: &str) -> bool {
 }
 
 /// `ValidateResourceQuantityValue`: non-negative, and whole for integer resources.
-pub(crate) fn check_quantity_value(name: &str, v: &Value, field: &str, errs: &mut FieldErrors) -> Option<Quantity> {
+pub(crate) fn check_quantity_value(
+    name: &str,
+    v: &Value,
+    field: &dyn Display,
+    errs: &mut FieldErrors,
+) -> Option<Quantity> {
     match Quantity::from_json(v) {
         Ok(q) => {
             if q.is_negative() {

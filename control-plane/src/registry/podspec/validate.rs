@@ -2,23 +2,24 @@
 //! port, probe, env and resource rules they use), with Kubernetes' paths and messages.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
 
 use serde_json::{Value, json};
 
 use super::VOLUME_SOURCES;
 use super::checks::{self, arr, int, s};
 use super::quantity::Quantity;
-use crate::validation::{self, FieldErrors};
+use crate::validation::{self, Field, FieldErrors, Index, Key};
 
 /// Validates a pod template (`ValidatePodTemplateSpec`); `path` is the template's path, e.g.
 /// `spec.template`.
-pub(crate) fn validate_pod_template(tmpl: &Value, path: &str, errs: &mut FieldErrors) {
+pub(crate) fn validate_pod_template(tmpl: &Value, path: &dyn Display, errs: &mut FieldErrors) {
     if let Some(meta) = tmpl.get("metadata") {
         // Kubernetes reports template labels at `<path>.labels` (not `.metadata.labels`).
-        validation::validate_labels_and_annotations(meta, path, errs);
+        validation::validate_labels_and_annotations(meta, &path.to_string(), errs);
     }
     let spec = tmpl.get("spec").unwrap_or(&Value::Null);
-    validate_pod_spec(spec, &format!("{path}.spec"), errs);
+    validate_pod_spec(spec, &Field(path, "spec"), errs);
     if !arr(spec, "ephemeralContainers").is_empty() {
         errs.forbidden(format!("{path}.spec.ephemeralContainers"), "ephemeral containers not allowed in pod template");
     }
@@ -33,26 +34,40 @@ enum ContainerKind {
 
 /// Validates a pod spec (`ValidatePodSpec`); `path` is the spec's path, e.g. `spec` or
 /// `spec.template.spec`.
-pub(crate) fn validate_pod_spec(spec: &Value, path: &str, errs: &mut FieldErrors) {
-    let volumes = validate_volumes(arr(spec, "volumes"), &format!("{path}.volumes"), errs);
+pub(crate) fn validate_pod_spec(spec: &Value, path: &dyn Display, errs: &mut FieldErrors) {
+    let volumes = validate_volumes(arr(spec, "volumes"), &Field(path, "volumes"), errs);
     let mut names = HashSet::new();
     let containers = arr(spec, "containers");
     if containers.is_empty() {
         errs.required(format!("{path}.containers"), "");
     }
     for (i, c) in containers.iter().enumerate() {
-        validate_container(c, &format!("{path}.containers[{i}]"), ContainerKind::Regular, &volumes, &mut names, errs);
+        validate_container(
+            c,
+            &Index(&Field(path, "containers"), i),
+            ContainerKind::Regular,
+            &volumes,
+            &mut names,
+            errs,
+        );
     }
     for (i, c) in arr(spec, "initContainers").iter().enumerate() {
-        validate_container(c, &format!("{path}.initContainers[{i}]"), ContainerKind::Init, &volumes, &mut names, errs);
+        validate_container(
+            c,
+            &Index(&Field(path, "initContainers"), i),
+            ContainerKind::Init,
+            &volumes,
+            &mut names,
+            errs,
+        );
     }
     for (i, c) in arr(spec, "ephemeralContainers").iter().enumerate() {
         let p = format!("{path}.ephemeralContainers[{i}]");
         validate_container(c, &p, ContainerKind::Ephemeral, &volumes, &mut names, errs);
     }
-    validate_restart_policy(spec.get("restartPolicy"), &format!("{path}.restartPolicy"), errs);
+    validate_restart_policy(spec.get("restartPolicy"), &Field(path, "restartPolicy"), errs);
     validate_dns_policy(spec, path, errs);
-    checks::check_label_map(checks::obj(spec, "nodeSelector"), &format!("{path}.nodeSelector"), errs);
+    checks::check_label_map(checks::obj(spec, "nodeSelector"), &Field(path, "nodeSelector"), errs);
     let sa = s(spec, "serviceAccountName");
     if !sa.is_empty() {
         for msg in validation::dns1123_subdomain(sa) {
@@ -84,7 +99,7 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str, errs: &mut FieldErrors
             errs.invalid(format!("{path}.priorityClassName"), json!(pc), msg);
         }
     }
-    validate_tolerations(arr(spec, "tolerations"), &format!("{path}.tolerations"), errs);
+    validate_tolerations(arr(spec, "tolerations"), &Field(path, "tolerations"), errs);
     if checks::is_true(spec, "hostNetwork") {
         validate_host_network_ports(spec, path, errs);
     }
@@ -112,7 +127,7 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str, errs: &mut FieldErrors
 }
 
 /// `restartPolicy` of a pod: Always, OnFailure or Never.
-pub(crate) fn validate_restart_policy(v: Option<&Value>, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn validate_restart_policy(v: Option<&Value>, field: &dyn Display, errs: &mut FieldErrors) {
     match v.and_then(Value::as_str).unwrap_or("") {
         "Always" | "OnFailure" | "Never" => {}
         "" => errs.required(field, ""),
@@ -120,9 +135,9 @@ pub(crate) fn validate_restart_policy(v: Option<&Value>, field: &str, errs: &mut
     }
 }
 
-fn validate_dns_policy(spec: &Value, path: &str, errs: &mut FieldErrors) {
+fn validate_dns_policy(spec: &Value, path: &dyn Display, errs: &mut FieldErrors) {
     let policy = s(spec, "dnsPolicy");
-    let field = format!("{path}.dnsPolicy");
+    let field = Field(path, "dnsPolicy");
     match policy {
         "ClusterFirstWithHostNet" | "ClusterFirst" | "Default" => {}
         "None" => {
@@ -142,7 +157,7 @@ fn validate_dns_policy(spec: &Value, path: &str, errs: &mut FieldErrors) {
     }
 }
 
-fn validate_host_network_ports(spec: &Value, path: &str, errs: &mut FieldErrors) {
+fn validate_host_network_ports(spec: &Value, path: &dyn Display, errs: &mut FieldErrors) {
     for key in ["containers", "initContainers"] {
         for (i, c) in arr(spec, key).iter().enumerate() {
             for (j, p) in arr(c, "ports").iter().enumerate() {
@@ -160,9 +175,9 @@ fn validate_host_network_ports(spec: &Value, path: &str, errs: &mut FieldErrors)
 }
 
 /// Tolerations (`ValidateTolerations`).
-pub(crate) fn validate_tolerations(tolerations: &[Value], path: &str, errs: &mut FieldErrors) {
+pub(crate) fn validate_tolerations(tolerations: &[Value], path: &dyn Display, errs: &mut FieldErrors) {
     for (i, t) in tolerations.iter().enumerate() {
-        let p = format!("{path}[{i}]");
+        let p = Index(path, i);
         let key = s(t, "key");
         let op = s(t, "operator");
         let effect = s(t, "effect");
@@ -208,7 +223,7 @@ pub(crate) fn validate_tolerations(tolerations: &[Value], path: &str, errs: &mut
 
 fn validate_container(
     c: &Value,
-    path: &str,
+    path: &dyn Display,
     kind: ContainerKind,
     volumes: &HashMap<String, &Value>,
     names: &mut HashSet<String>,
@@ -268,17 +283,17 @@ fn validate_container(
     }
     for (key, liveness_like) in [("livenessProbe", true), ("readinessProbe", false), ("startupProbe", true)] {
         if let Some(p) = c.get(key).filter(|v| v.is_object()) {
-            validate_probe(p, &format!("{path}.{key}"), liveness_like, errs);
+            validate_probe(p, &Field(path, key), liveness_like, errs);
         }
     }
     if kind != ContainerKind::Ephemeral {
-        validate_container_ports(arr(c, "ports"), &format!("{path}.ports"), errs);
+        validate_container_ports(arr(c, "ports"), &Field(path, "ports"), errs);
     }
-    validate_env(arr(c, "env"), &format!("{path}.env"), errs);
-    validate_env_from(arr(c, "envFrom"), &format!("{path}.envFrom"), errs);
-    validate_volume_mounts(arr(c, "volumeMounts"), &format!("{path}.volumeMounts"), volumes, errs);
+    validate_env(arr(c, "env"), &Field(path, "env"), errs);
+    validate_env_from(arr(c, "envFrom"), &Field(path, "envFrom"), errs);
+    validate_volume_mounts(arr(c, "volumeMounts"), &Field(path, "volumeMounts"), volumes, errs);
     if let Some(res) = c.get("resources") {
-        validate_resources(res, &format!("{path}.resources"), errs);
+        validate_resources(res, &Field(path, "resources"), errs);
     }
     match s(c, "terminationMessagePolicy") {
         "File" | "FallbackToLogsOnError" => {}
@@ -299,10 +314,10 @@ fn validate_container(
 }
 
 /// Container ports (`validateContainerPorts`): names unique per container, numbers in range.
-fn validate_container_ports(ports: &[Value], path: &str, errs: &mut FieldErrors) {
+fn validate_container_ports(ports: &[Value], path: &dyn Display, errs: &mut FieldErrors) {
     let mut names = HashSet::new();
     for (i, p) in ports.iter().enumerate() {
-        let ip = format!("{path}[{i}]");
+        let ip = Index(path, i);
         let name = s(p, "name");
         if !name.is_empty() {
             let msgs = checks::port_name(name);
@@ -328,16 +343,16 @@ fn validate_container_ports(ports: &[Value], path: &str, errs: &mut FieldErrors)
                 errs.invalid(format!("{ip}.hostPort"), json!(host), msg);
             }
         }
-        validate_protocol(p.get("protocol"), &format!("{ip}.protocol"), errs);
+        validate_protocol(p.get("protocol"), &Field(&ip, "protocol"), errs);
         let host_ip = s(p, "hostIP");
         if !host_ip.is_empty() {
-            checks::check_ip(host_ip, &format!("{ip}.hostIP"), errs);
+            checks::check_ip(host_ip, &Field(&ip, "hostIP"), errs);
         }
     }
 }
 
 /// `TCP`, `UDP` or `SCTP`.
-pub(crate) fn validate_protocol(v: Option<&Value>, field: &str, errs: &mut FieldErrors) {
+pub(crate) fn validate_protocol(v: Option<&Value>, field: &dyn Display, errs: &mut FieldErrors) {
     match v.and_then(Value::as_str).unwrap_or("") {
         "TCP" | "UDP" | "SCTP" => {}
         "" => errs.required(field, ""),
@@ -345,7 +360,7 @@ pub(crate) fn validate_protocol(v: Option<&Value>, field: &str, errs: &mut Field
     }
 }
 
-fn validate_probe(p: &Value, path: &str, liveness_like: bool, errs: &mut FieldErrors) {
+fn validate_probe(p: &Value, path: &dyn Display, liveness_like: bool, errs: &mut FieldErrors) {
     let handlers: Vec<&str> = ["exec", "httpGet", "tcpSocket", "grpc"]
         .into_iter()
         .filter(|k| p.get(*k).is_some_and(|v| !v.is_null()))
@@ -406,9 +421,9 @@ const ENV_FIELD_PATHS: &[&str] = &[
     "status.podIPs",
 ];
 
-fn validate_env(env: &[Value], path: &str, errs: &mut FieldErrors) {
+fn validate_env(env: &[Value], path: &dyn Display, errs: &mut FieldErrors) {
     for (i, e) in env.iter().enumerate() {
-        let ip = format!("{path}[{i}]");
+        let ip = Index(path, i);
         let name = s(e, "name");
         if name.is_empty() {
             errs.required(format!("{ip}.name"), "");
@@ -418,7 +433,7 @@ fn validate_env(env: &[Value], path: &str, errs: &mut FieldErrors) {
             }
         }
         let Some(from) = e.get("valueFrom").filter(|v| v.is_object()) else { continue };
-        let fp = format!("{ip}.valueFrom");
+        let fp = Field(&ip, "valueFrom");
         let sources: Vec<&str> = ["fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef"]
             .into_iter()
             .filter(|k| from.get(*k).is_some_and(|v| !v.is_null()))
@@ -471,9 +486,9 @@ fn validate_env(env: &[Value], path: &str, errs: &mut FieldErrors) {
     }
 }
 
-fn validate_env_from(env_from: &[Value], path: &str, errs: &mut FieldErrors) {
+fn validate_env_from(env_from: &[Value], path: &dyn Display, errs: &mut FieldErrors) {
     for (i, e) in env_from.iter().enumerate() {
-        let ip = format!("{path}[{i}]");
+        let ip = Index(path, i);
         let prefix = s(e, "prefix");
         if !prefix.is_empty() {
             for msg in checks::env_var_name(prefix) {
@@ -502,10 +517,15 @@ fn validate_env_from(env_from: &[Value], path: &str, errs: &mut FieldErrors) {
     }
 }
 
-fn validate_volume_mounts(mounts: &[Value], path: &str, volumes: &HashMap<String, &Value>, errs: &mut FieldErrors) {
+fn validate_volume_mounts(
+    mounts: &[Value],
+    path: &dyn Display,
+    volumes: &HashMap<String, &Value>,
+    errs: &mut FieldErrors,
+) {
     let mut mount_points = HashSet::new();
     for (i, m) in mounts.iter().enumerate() {
-        let ip = format!("{path}[{i}]");
+        let ip = Index(path, i);
         let name = s(m, "name");
         if name.is_empty() {
             errs.required(format!("{ip}.name"), "");
@@ -522,13 +542,13 @@ fn validate_volume_mounts(mounts: &[Value], path: &str, volumes: &HashMap<String
         }
         let sub_path = s(m, "subPath");
         if !sub_path.is_empty() {
-            check_relative_path(sub_path, &format!("{path}.subPath"), errs);
+            check_relative_path(sub_path, &Field(path, "subPath"), errs);
         }
     }
 }
 
 /// A path that must stay inside its parent: relative and without `..` elements.
-fn check_relative_path(p: &str, field: &str, errs: &mut FieldErrors) {
+fn check_relative_path(p: &str, field: &dyn Display, errs: &mut FieldErrors) {
     if p.starts_with('/') {
         errs.invalid(field, json!(p), "must be a relative path");
     }
@@ -544,13 +564,13 @@ fn overcommit_allowed(name: &str) -> bool {
 }
 
 /// Container (or pod-level) `resources`: names, quantities and requests ≤ limits.
-pub(crate) fn validate_resources(res: &Value, path: &str, errs: &mut FieldErrors) {
-    let lim_path = format!("{path}.limits");
-    let req_path = format!("{path}.requests");
+pub(crate) fn validate_resources(res: &Value, path: &dyn Display, errs: &mut FieldErrors) {
+    let lim_path = Field(path, "limits");
+    let req_path = Field(path, "requests");
     for key in ["limits", "requests"] {
         if let Some(m) = checks::obj(res, key) {
             for name in m.keys() {
-                checks::check_container_resource_name(name, &format!("{path}.{key}[{name}]"), errs);
+                checks::check_container_resource_name(name, &Key(&Field(path, key), name), errs);
             }
         }
     }
@@ -578,11 +598,15 @@ pub(crate) fn validate_resources(res: &Value, path: &str, errs: &mut FieldErrors
 }
 
 /// Validates volumes; returns the names of the valid ones (mounts may only refer to those).
-fn validate_volumes<'a>(volumes: &'a [Value], path: &str, errs: &mut FieldErrors) -> HashMap<String, &'a Value> {
+fn validate_volumes<'a>(
+    volumes: &'a [Value],
+    path: &dyn Display,
+    errs: &mut FieldErrors,
+) -> HashMap<String, &'a Value> {
     let mut valid = HashMap::new();
     let mut seen = HashSet::new();
     for (i, v) in volumes.iter().enumerate() {
-        let ip = format!("{path}[{i}]");
+        let ip = Index(path, i);
         let mut own = FieldErrors::default();
         validate_volume_source(v, &ip, &mut own);
         let name = s(v, "name");
@@ -606,7 +630,7 @@ fn validate_volumes<'a>(volumes: &'a [Value], path: &str, errs: &mut FieldErrors
     valid
 }
 
-fn validate_volume_source(v: &Value, path: &str, errs: &mut FieldErrors) {
+fn validate_volume_source(v: &Value, path: &dyn Display, errs: &mut FieldErrors) {
     let present: Vec<&str> =
         VOLUME_SOURCES.iter().copied().filter(|k| v.get(*k).is_some_and(|x| !x.is_null())).collect();
     match present.as_slice() {
@@ -655,7 +679,7 @@ fn validate_volume_source(v: &Value, path: &str, errs: &mut FieldErrors) {
             if s(sv, name_key).is_empty() {
                 errs.required(format!("{path}.{key}.{name_key}"), "");
             }
-            validate_key_to_path_items(sv, &format!("{path}.{key}"), errs);
+            validate_key_to_path_items(sv, &Field(path, key), errs);
         }
     }
     for key in ["secret", "configMap", "downwardAPI", "projected"] {
@@ -702,7 +726,7 @@ fn validate_volume_source(v: &Value, path: &str, errs: &mut FieldErrors) {
     }
     if let Some(proj) = src("projected") {
         for (i, source) in arr(proj, "sources").iter().enumerate() {
-            let sp = format!("{path}.projected.sources[{i}]");
+            let sp = Index(&Field(&Field(path, "projected"), "sources"), i);
             if let Some(tok) = source.get("serviceAccountToken").filter(|t| t.is_object()) {
                 if s(tok, "path").is_empty() {
                     errs.required(format!("{sp}.serviceAccountToken.path"), "");
@@ -727,9 +751,9 @@ fn validate_volume_source(v: &Value, path: &str, errs: &mut FieldErrors) {
     }
 }
 
-fn validate_key_to_path_items(src: &Value, path: &str, errs: &mut FieldErrors) {
+fn validate_key_to_path_items(src: &Value, path: &dyn Display, errs: &mut FieldErrors) {
     for (i, item) in arr(src, "items").iter().enumerate() {
-        let ip = format!("{path}.items[{i}]");
+        let ip = Index(&Field(path, "items"), i);
         if s(item, "key").is_empty() {
             errs.required(format!("{ip}.key"), "");
         }
@@ -737,7 +761,7 @@ fn validate_key_to_path_items(src: &Value, path: &str, errs: &mut FieldErrors) {
         if p.is_empty() {
             errs.required(format!("{ip}.path"), "");
         } else {
-            check_relative_path(p, &format!("{ip}.path"), errs);
+            check_relative_path(p, &Field(&ip, "path"), errs);
         }
         if let Some(mode) = int(item, "mode")
             && !(0..=0o777).contains(&mode)
@@ -760,7 +784,7 @@ mod tests {
 
     fn errors(spec: &Value) -> Vec<String> {
         let mut errs = FieldErrors::default();
-        validate_pod_spec(spec, "spec", &mut errs);
+        validate_pod_spec(spec, &"spec", &mut errs);
         errs.0.iter().map(ToString::to_string).collect()
     }
 
@@ -834,7 +858,7 @@ mod tests {
             "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}]}]}});
         default_pod_template(&mut tmpl);
         let mut errs = FieldErrors::default();
-        validate_pod_template(&tmpl, "spec.template", &mut errs);
+        validate_pod_template(&tmpl, &"spec.template", &mut errs);
         assert!(errs.is_empty(), "{errs:?}");
     }
 
@@ -844,7 +868,7 @@ mod tests {
             json!({"metadata": {"labels": {"app": "-bad"}}, "spec": {"containers": [{"name": "a", "image": "b"}]}});
         default_pod_template(&mut tmpl);
         let mut errs = FieldErrors::default();
-        validate_pod_template(&tmpl, "spec.template", &mut errs);
+        validate_pod_template(&tmpl, &"spec.template", &mut errs);
         assert_eq!(errs.0.len(), 1);
         assert_eq!(errs.0[0].field, "spec.template.labels");
     }
