@@ -17,11 +17,12 @@ pub const VALUE_BYTES: usize = 1200;
 async fn connect(endpoint: &str, clients: usize) -> anyhow::Result<Vec<etcd_client::Client>> {
     let mut out = Vec::with_capacity(clients);
     for _ in 0..clients {
-        out.push(
-            etcd_client::Client::connect([endpoint], None)
-                .await
-                .with_context(|| format!("connect etcd at {endpoint}"))?,
-        );
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .with_context(|| format!("connect etcd at {endpoint}"))?;
+        // One request answered before a timed phase, as for the API's connections.
+        client.status().await.with_context(|| format!("etcd status at {endpoint}"))?;
+        out.push(client);
     }
     Ok(out)
 }

@@ -68,11 +68,18 @@ struct WatchEvent {
     object: Object,
 }
 
-/// Opens `n` connections, one per simulated client.
+/// Opens `n` connections, one per simulated client, each with one request answered: the server
+/// has finished its side of the TLS and HTTP/2 handshakes before a timed phase starts, as etcd's
+/// have (see `etcd::connect`).
 pub async fn connect(target: &Target, n: usize) -> anyhow::Result<Vec<Conn>> {
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        conns.push(Conn::connect(target).await?);
+        let mut conn = Conn::connect(target).await?;
+        let reply = conn.call(Method::GET, "/version", None).await?;
+        if reply.status != StatusCode::OK {
+            bail!("GET /version on a new connection → {} {}", reply.status, reply.snippet());
+        }
+        conns.push(conn);
     }
     Ok(conns)
 }
