@@ -1,10 +1,13 @@
 //! What the server knows about the shape of built-in types, from the generated protobuf tables:
 //! strategic-merge-patch metadata and the set of known fields (for strict field validation).
 
+use std::fmt::Display;
+
 use serde_json::Value;
 
 use crate::patch::{FieldInfo, Schema};
 use crate::protobuf::schema::{self, Field, Kind, Message};
+use crate::validation;
 
 /// Patch metadata of every built-in type, keyed by proto message name
 /// (`k8s.io.api.apps.v1.Deployment`).
@@ -44,47 +47,33 @@ impl Schema for PatchSchema {
 pub fn prune_unknown(message: &str, obj: &mut Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(m) = schema::message(message) {
-        prune_object(m, obj, &Path::Root, &mut out);
+        prune_object(m, obj, None, &mut out);
     }
     out
 }
 
-/// Where a value sits in the object, spelled out only for the (rare) unknown field: every create
-/// walks the whole object, and formatting each path on the way cost more than the walk.
-enum Path<'a> {
-    Root,
-    Field(&'a Path<'a>, &'a str),
-    Index(&'a Path<'a>, usize),
-    Key(&'a Path<'a>, &'a str),
-}
-
-impl std::fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Path::Root => Ok(()),
-            Path::Field(Path::Root, name) => f.write_str(name),
-            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
-            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
-            Path::Key(parent, key) => write!(f, "{parent}[{key}]"),
-        }
-    }
-}
-
-fn prune_object(m: &'static Message, v: &mut Value, path: &Path<'_>, out: &mut Vec<String>) {
+/// `path`: the object's path, `None` at the top; spelled out only for an unknown field.
+fn prune_object(m: &'static Message, v: &mut Value, path: Option<&dyn Display>, out: &mut Vec<String>) {
     let Some(map) = v.as_object_mut() else { return };
-    let top = matches!(path, Path::Root);
     let mut unknown = Vec::new();
     for (k, item) in map.iter_mut() {
-        if top && (k == "apiVersion" || k == "kind") {
+        if path.is_none() && (k == "apiVersion" || k == "kind") {
             continue;
         }
-        let p = Path::Field(path, k);
+        let field;
+        let p: &dyn Display = match path {
+            Some(parent) => {
+                field = validation::Field(parent, k);
+                &field
+            }
+            None => k,
+        };
         match find_field(m, k) {
             None => {
                 unknown.push(k.clone());
                 out.push(p.to_string());
             }
-            Some(f) => prune_field(f, item, &p, out),
+            Some(f) => prune_field(f, item, p, out),
         }
     }
     for k in unknown {
@@ -92,19 +81,21 @@ fn prune_object(m: &'static Message, v: &mut Value, path: &Path<'_>, out: &mut V
     }
 }
 
-fn prune_field(f: &'static Field, v: &mut Value, path: &Path<'_>, out: &mut Vec<String>) {
+fn prune_field(f: &'static Field, v: &mut Value, path: &dyn Display, out: &mut Vec<String>) {
     match (&f.kind, v) {
         (Kind::Msg(_), Value::Array(items)) if f.repeated => {
             let sub = message_of(&f.kind).expect("message kind");
             for (i, item) in items.iter_mut().enumerate() {
-                prune_object(sub, item, &Path::Index(path, i), out);
+                prune_object(sub, item, Some(&validation::Index(path, i)), out);
             }
         }
-        (Kind::Msg(_), v @ Value::Object(_)) => prune_object(message_of(&f.kind).expect("message kind"), v, path, out),
+        (Kind::Msg(_), v @ Value::Object(_)) => {
+            prune_object(message_of(&f.kind).expect("message kind"), v, Some(path), out)
+        }
         (Kind::Map(inner), Value::Object(entries)) => {
             if let Some(sub) = message_of(inner) {
                 for (k, item) in entries.iter_mut() {
-                    prune_object(sub, item, &Path::Key(path, k), out);
+                    prune_object(sub, item, Some(&validation::Key(path, k)), out);
                 }
             }
         }

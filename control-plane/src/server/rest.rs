@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::{Method, Response};
 use serde_json::{Value, json};
 
@@ -438,40 +437,53 @@ pub(super) async fn create_object(
             return Err(ApiError::from_store(e, res, &name));
         }
     };
-    Ok(written(api, &key, &kv, encoded.metadata, obj))
+    Ok(written(api, &key, kv, encoded.metadata, obj))
 }
 
-/// An object as a write left it: shared with the event cache, and (when it was stored) its JSON
-/// with the new `resourceVersion`, made from the stored bytes instead of encoded again.
+/// An object as a write left it: shared with the event cache, and (when it was stored) the stored
+/// bytes, from which a JSON answer is made by splicing in the new `resourceVersion` rather than
+/// encoding the object again. Only an HTTP answer splices; server-internal writes never do.
 pub(super) struct Stored {
     pub obj: Arc<Value>,
-    pub json: Option<Bytes>,
+    stored: Option<StoredBytes>,
+}
+
+/// A write's stored value, with where its `metadata` fields begin ([`object::Encoded`]).
+struct StoredBytes {
+    value: Vec<u8>,
+    metadata: usize,
+    revision: i64,
 }
 
 impl Stored {
     /// An object that was not written (a dry run, a no-op update).
     fn unwritten(obj: Arc<Value>) -> Stored {
-        Stored { obj, json: None }
+        Stored { obj, stored: None }
     }
 }
 
 /// The object just written as `kv`, with its `resourceVersion`, shared with the event cache so
 /// that the write's watchers and next readers do not parse the stored bytes again. `metadata`:
 /// where the stored bytes' `metadata` fields begin ([`object::Encoded`]).
-fn written(api: &Api, key: &str, kv: &KeyValue, metadata: Option<usize>, mut obj: Value) -> Stored {
+fn written(api: &Api, key: &str, kv: KeyValue, metadata: Option<usize>, mut obj: Value) -> Stored {
     meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     let obj = Arc::new(obj);
     api.events.seed(key, kv.mod_revision, obj.clone());
-    let json = metadata
-        .filter(|&at| at < kv.value.len())
-        .map(|at| Bytes::from(object::with_resource_version(&kv.value, at, kv.mod_revision)));
-    Stored { obj, json }
+    let stored = metadata.filter(|&at| at < kv.value.len()).map(|metadata| StoredBytes {
+        value: kv.value,
+        metadata,
+        revision: kv.mod_revision,
+    });
+    Stored { obj, stored }
 }
 
-/// [`object_response`] for a write's result: JSON clients get the bytes the write already made.
+/// [`object_response`] for a write's result: JSON clients get the stored bytes with the new
+/// `resourceVersion` spliced in.
 fn stored_response(res: &Resource, status: u16, stored: &Stored, call: &Call) -> ApiResult<Response<Body>> {
-    match (&stored.json, negotiate::output(call.accept.as_deref(), true)?) {
-        (Some(json), Output::Json) => Ok(respond(status, "application/json", json.clone())),
+    match (&stored.stored, negotiate::output(call.accept.as_deref(), true)?) {
+        (Some(s), Output::Json) => {
+            Ok(respond(status, "application/json", object::with_resource_version(&s.value, s.metadata, s.revision)))
+        }
         _ => object_response(res, status, &stored.obj, call),
     }
 }
@@ -621,7 +633,7 @@ where
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                 return Ok(Stored::unwritten(Arc::new(new)));
             }
-            Ok(kv) => return Ok(written(api, &key, &kv, metadata, new)),
+            Ok(kv) => return Ok(written(api, &key, kv, metadata, new)),
             // Another writer got there first: the next round re-reads and re-checks any precondition.
             Err(StoreError::Conflict { .. }) => continue,
             Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(res, name)),
