@@ -184,6 +184,12 @@ pub fn check_type(res: &Resource, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// Random suffix for `generateName`, from the same alphabet as Kubernetes (no vowels, no 0/1/3).
+/// A new object's `metadata.uid`: a random (version 4) UUID from the thread's CSPRNG, which the
+/// OS seeds and reseeds, rather than a `getrandom` system call for every object.
+pub fn new_uid() -> String {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+}
+
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
@@ -192,6 +198,15 @@ pub fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uids_are_distinct_version_4_uuids() {
+        let a = uuid::Uuid::parse_str(&new_uid()).expect("a UUID");
+        let b = uuid::Uuid::parse_str(&new_uid()).expect("a UUID");
+        assert_eq!(a.get_version(), Some(uuid::Version::Random));
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn stored_bytes_leave_out_the_resource_version_only() {

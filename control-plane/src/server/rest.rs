@@ -397,7 +397,7 @@ fn prepare_new(res: &Resource, mut obj: Value, namespace: &str) -> ApiResult<Val
     for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
         meta.remove(f);
     }
-    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("uid".into(), json!(object::new_uid()));
     meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
     if res.strategy.tracks_generation() {
         meta.insert("generation".into(), json!(1));

@@ -7,6 +7,7 @@
 
 pub mod etcd;
 pub mod sqlite;
+mod sqlite_memory;
 
 use std::sync::Arc;
 

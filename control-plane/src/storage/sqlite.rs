@@ -193,6 +193,7 @@ impl SqliteStore {
         })?;
 
         preallocate_wal(path)?;
+        super::sqlite_memory::install();
         let conn = open_writer(path)?;
         let meta = |name: &str| conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| row.get(0));
         let (compacted, compact_done): (Revision, Revision) = (meta("compacted")?, meta("compact_done")?);
