@@ -278,12 +278,26 @@ pub async fn run(programs: Programs, plan: Plan) -> anyhow::Result<Results> {
         elapsed: Duration::ZERO,
         load_at_end: String::new(),
     };
-    if plan.runs_section(Section::Etcd) {
-        run_etcd(&programs, &plan, &mut results).await.context("etcd section")?;
+    let etcd = if plan.runs_section(Section::Etcd) {
+        Some(start_etcd(&programs, &mut results).await.context("etcd section")?)
+    } else {
+        None
+    };
+    let api_sections = [Section::Create, Section::Update, Section::Read].iter().any(|s| plan.runs_section(*s));
+    // etcd's rounds run between the creates when there are creates (see `run_api`).
+    if let Some(etcd) = etcd.as_ref().filter(|_| !plan.runs_section(Section::Create)) {
+        for run in 0..plan.runs {
+            for &clients in &plan.levels {
+                etcd_round(etcd, &plan, run, clients, &mut results.etcd, &mut results.failures)
+                    .await
+                    .context("etcd section")?;
+            }
+        }
     }
-    if [Section::Create, Section::Update, Section::Read].iter().any(|s| plan.runs_section(*s)) {
-        run_api(&programs, &plan, &mut results).await.context("API section")?;
+    if api_sections {
+        run_api(&programs, &plan, &mut results, etcd.as_ref()).await.context("API section")?;
     }
+    drop(etcd);
     if plan.runs_section(Section::Churn) {
         run_churn(&programs, &plan, &mut results).await.context("churn section")?;
     }
@@ -314,27 +328,38 @@ fn record(levels: &mut Levels, failures: &mut Vec<String>, label: &str, clients:
     summary
 }
 
-async fn run_etcd(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+async fn start_etcd(programs: &Programs, results: &mut Results) -> anyhow::Result<Etcd> {
     progress(format!("starting etcd ({})", programs.etcd.display()));
     let etcd = Etcd::start(&programs.etcd).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     results.etcd.idle_rss = proc_status_bytes(etcd.pid(), "VmRSS")?;
-    for run in 0..plan.runs {
-        for &clients in &plan.levels {
-            let prefix = format!("/bench/r{run}/c{clients}");
-            let (phase, keys) = etcd::put(&etcd.endpoint, clients, plan.etcd_ops, &prefix, plan.deadline()).await?;
-            record(&mut results.etcd.put, &mut results.failures, "etcd put", clients, &phase);
-            if keys.is_empty() {
-                bail!("no etcd put succeeded: {}", phase.first_error.unwrap_or_default());
-            }
-            let phase = etcd::get(&etcd.endpoint, clients, plan.etcd_ops, Arc::new(keys), plan.deadline()).await?;
-            record(&mut results.etcd.get, &mut results.failures, "etcd get", clients, &phase);
-        }
+    Ok(etcd)
+}
+
+/// One run of etcd puts and then gets of the keys put, at one level.
+async fn etcd_round(
+    etcd: &Etcd,
+    plan: &Plan,
+    run: usize,
+    clients: usize,
+    out: &mut EtcdResults,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let prefix = format!("/bench/r{run}/c{clients}");
+    let (phase, keys) = etcd::put(&etcd.endpoint, clients, plan.etcd_ops, &prefix, plan.deadline()).await?;
+    record(&mut out.put, failures, "etcd put", clients, &phase);
+    if keys.is_empty() {
+        bail!("no etcd put succeeded: {}", phase.first_error.unwrap_or_default());
     }
+    let phase = etcd::get(&etcd.endpoint, clients, plan.etcd_ops, Arc::new(keys), plan.deadline()).await?;
+    record(&mut out.get, failures, "etcd get", clients, &phase);
     Ok(())
 }
 
-async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+/// The API phases. With `etcd`, each create run is paired with an etcd round at the same level
+/// just before it, so that the two sides of the `vs etcd` ratio are measured minutes apart at
+/// most rather than one whole section apart: on a shared machine the noise drifts within minutes.
+async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results, etcd: Option<&Etcd>) -> anyhow::Result<()> {
     progress(format!("starting control plane ({})", programs.control_plane.display()));
     let cp = ControlPlane::start(&programs.control_plane, &api_only_args(), "info").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -353,8 +378,11 @@ async fn run_api(programs: &Programs, plan: &Plan, results: &mut Results) -> any
     };
     let mut timed_names = Vec::new();
     let create_runs = if plan.runs_section(Section::Create) { plan.runs } else { 0 };
-    for _ in 0..create_runs {
+    for run in 0..create_runs {
         for &clients in &plan.levels {
+            if let Some(etcd) = etcd {
+                etcd_round(etcd, plan, run, clients, &mut results.etcd, failures).await.context("etcd section")?;
+            }
             let batch = names(plan.creates);
             timed_names.extend(batch.iter().cloned());
             let (phase, _) = keelson::create(&cp.target, CREATE_NAMESPACE, clients, batch, plan.deadline()).await?;
