@@ -21,7 +21,10 @@
 //!
 //! Threads: one write connection, behind a mutex. A writer thread commits everything queued (up
 //! to [`MAX_BATCH`] requests) in one transaction, so one fsync covers many writers; it never
-//! waits for more work. A write that is the only one in progress while the writer thread waits
+//! waits for more work, but when the previous commit held more than one write it yields the CPU
+//! once before closing a batch: on a busy machine the request handlers then queue their writes
+//! into this commit (at 100 concurrent creates on 2 cores, 25 writes per fsync instead of 9 and
+//! ~9 % more creates/s), and on an idle one the yield returns at once. A write that is the only one in progress while the writer thread waits
 //! commits on its caller's thread instead (~0.2 ms with the fsync): the hand-over and the answer
 //! back cost two thread wake-ups, which on a VM made a lone create ~15 % slower. A second
 //! concurrent write finds the connection busy and queues, so at most one caller blocks a runtime
@@ -839,6 +842,8 @@ impl Writer {
     fn run(core: &Mutex<Writer>, idle: &AtomicBool, queue: std_mpsc::Receiver<Command>) {
         let _span = tracing::info_span!("store_writer").entered();
         let lock = || core.lock().unwrap_or_else(PoisonError::into_inner);
+        // Writes in the previous commit.
+        let mut last_batch = 0usize;
         loop {
             let compacting = lock().job.is_some();
             let first = if compacting {
@@ -858,16 +863,27 @@ impl Writer {
             };
             let mut writer = lock();
             if let Some(first) = first {
-                // Take whatever else is already queued; never wait for more.
+                // Take whatever else is already queued; never wait for more. When the last
+                // commit was shared, other writers are about: give up the CPU once (a no-op on an
+                // idle one) so that the request handlers it would otherwise wait on enqueue their
+                // writes into this commit rather than the next.
                 let (mut writes, mut compactions) = (Vec::new(), Vec::new());
                 let mut next = Some(first);
+                let mut yielded = last_batch < 2;
                 while let Some(command) = next {
                     match command {
                         Command::Write(write) => writes.push(write),
                         Command::Compact { revision, reply } => compactions.push((revision, reply)),
                     }
-                    next = if writes.len() < MAX_BATCH { queue.try_recv().ok() } else { None };
+                    let room = writes.len() < MAX_BATCH;
+                    next = if room { queue.try_recv().ok() } else { None };
+                    if next.is_none() && room && !yielded {
+                        yielded = true;
+                        std::thread::yield_now();
+                        next = queue.try_recv().ok();
+                    }
                 }
+                last_batch = writes.len();
                 if !writes.is_empty() {
                     writer.commit(writes);
                 }
