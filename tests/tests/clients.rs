@@ -131,6 +131,31 @@ fn config_maps_create_get_list_patch_replace_delete() {
         assert_eq!(sorted, expected, "every matching object once, none of app=b");
         let all = api.list(&ListParams::default()).await.expect("list all");
         assert_eq!(all.items.iter().filter(|c| c.name_any().starts_with("other-")).count(), 3);
+
+        // The same walk with no selector (such JSON lists are written from the stored bytes),
+        // checked against one list at the walk's revision.
+        let (mut walked, mut pages, mut walk_rv) = (Vec::new(), 0, None);
+        let mut lp = ListParams::default().limit(4);
+        loop {
+            let page = api.list(&lp).await.expect("list page");
+            pages += 1;
+            assert!(page.items.len() <= 4, "page {pages} has {} items, limit is 4", page.items.len());
+            walk_rv.get_or_insert_with(|| page.metadata.resource_version.clone().expect("list resourceVersion"));
+            walked.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = ListParams::default().limit(4).continue_token(&token),
+                None => break,
+            }
+            assert!(pages < 10, "pagination does not end");
+        }
+        let at = ListParams::default().at(&walk_rv.expect("a page")).matching(kube::api::VersionMatch::Exact);
+        let whole = api.list(&at).await.expect("list at the walk's revision").items;
+        assert!(whole.len() >= 10, "the 10 config maps at least: {}", whole.len());
+        assert_eq!(pages, whole.len().div_ceil(4), "{} objects in pages of 4", whole.len());
+        assert_eq!(walked, whole, "the pages hold the whole list once, in order, object for object");
+        let one = walked.iter().find(|cm| cm.name_any() == "one").expect("one is listed");
+        assert_eq!(one, &api.get("one").await.expect("get one"), "a listed object is the object");
+        assert!(walked.iter().all(|cm| cm.resource_version().is_some_and(|rv| !rv.is_empty()) && cm.uid().is_some()));
         let not_a = api.list(&ListParams::default().labels("app!=a")).await.expect("list app!=a");
         assert!(not_a.items.iter().all(|c| c.labels().get("app").map(String::as_str) != Some("a")));
         let set = api.list(&ListParams::default().labels("app in (b),app notin (a)")).await.expect("list set selector");
