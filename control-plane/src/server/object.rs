@@ -104,6 +104,16 @@ pub fn with_resource_version(stored: &[u8], metadata: usize, revision: i64) -> V
 /// raw members, instead of building the whole tree and encoding it again: a list of 10 000 Pods
 /// no longer holds 10 000 trees at once.
 pub fn write_list_item(kv: &KeyValue, out: &mut Vec<u8>) -> ApiResult<()> {
+    write_stored(kv, false, out)
+}
+
+/// Appends to `out` the JSON of a stored object as [`decode`] gives it, written from the stored
+/// bytes as [`write_list_item`] does, `apiVersion` and `kind` included (a watch event's object).
+pub fn write_stored_object(kv: &KeyValue, out: &mut Vec<u8>) -> ApiResult<()> {
+    write_stored(kv, true, out)
+}
+
+fn write_stored(kv: &KeyValue, with_type: bool, out: &mut Vec<u8>) -> ApiResult<()> {
     let corrupt = |e: serde_json::Error| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key));
     let Members(top) = serde_json::from_slice(&kv.value).map_err(corrupt)?;
     let revision = kv.mod_revision.to_string();
@@ -120,7 +130,7 @@ pub fn write_list_item(kv: &KeyValue, out: &mut Vec<u8>) -> ApiResult<()> {
     out.push(b'{');
     let mut had_metadata = false;
     for (key, raw) in &top {
-        if key == "apiVersion" || key == "kind" {
+        if !with_type && (key == "apiVersion" || key == "kind") {
             continue;
         }
         separate(out);
@@ -308,6 +318,10 @@ mod tests {
             let raw: Value = serde_json::from_slice(&out).expect("valid JSON");
             assert_eq!(raw, tree_item(&kv), "{}", String::from_utf8_lossy(&kv.value));
             assert_eq!(raw.pointer("/metadata/resourceVersion"), Some(&json!("17")));
+            let mut whole = Vec::new();
+            write_stored_object(&kv, &mut whole).expect("writes");
+            let whole: Value = serde_json::from_slice(&whole).expect("valid JSON");
+            assert_eq!(whole, decode(&kv).expect("decodes"), "{}", String::from_utf8_lossy(&kv.value));
         }
         let corrupt =
             KeyValue { key: "/k/bad".into(), value: b"{\"a\":".to_vec(), create_revision: 1, mod_revision: 1 };

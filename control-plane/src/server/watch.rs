@@ -48,6 +48,9 @@ impl Encoder {
             Output::Json | Output::Yaml => Some(Wire::Json),
         };
         match wire {
+            // A JSON line is written from the stored bytes: no tree is decoded (or encoded) for
+            // a watcher without selectors.
+            Some(Wire::Json) => entry.line(Wire::Json, kind, || stored_json_line(kind.as_str(), kv)),
             Some(wire) => entry.line(wire, kind, || Some(self.frame(kind.as_str(), entry.object(kv)?))),
             None => {
                 let obj = entry.object(kv)?;
@@ -129,6 +132,18 @@ fn json_line(kind: &str, object: &Value) -> Bytes {
     serde_json::to_writer(&mut line, &Event { kind, object }).expect("json serializes");
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// [`json_line`] for a stored object, written from its bytes ([`object::write_stored_object`]);
+/// `None` when they do not parse (the event is skipped, as when decoding fails).
+fn stored_json_line(kind: &str, kv: &KeyValue) -> Option<Bytes> {
+    let mut line = Vec::with_capacity(kv.value.len() + 64);
+    line.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut line, kind).expect("json serializes");
+    line.extend_from_slice(b",\"object\":");
+    object::write_stored_object(kv, &mut line).ok()?;
+    line.extend_from_slice(b"}\n");
+    Some(Bytes::from(line))
 }
 
 pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResult<Response<Body>> {
@@ -295,4 +310,23 @@ fn translate(enc: &mut Encoder, filter: &Filter, api: &Api, ev: &Event) -> Optio
 
 fn tokio_stream_from(mut rx: mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Bytes> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_json_line_is_the_decoded_objects_line() {
+        let value = object::encode(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {}}));
+        let kv = KeyValue { key: "/registry/pods/d/a".into(), value, create_revision: 3, mod_revision: 9 };
+        let line = stored_json_line("MODIFIED", &kv).expect("a line");
+        assert_eq!(line.last(), Some(&b'\n'));
+        let from_tree = json_line("MODIFIED", &object::decode(&kv).expect("decodes"));
+        let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).expect("one JSON event");
+        assert_eq!(parse(&line), parse(&from_tree));
+        assert_eq!(parse(&line).pointer("/object/metadata/resourceVersion"), Some(&json!("9")));
+        let corrupt = KeyValue { key: "/x".into(), value: b"{\"a\"".to_vec(), create_revision: 1, mod_revision: 1 };
+        assert!(stored_json_line("ADDED", &corrupt).is_none(), "an unreadable value is skipped");
+    }
 }
