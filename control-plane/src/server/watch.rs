@@ -287,7 +287,10 @@ fn translate(enc: &mut Encoder, filter: &Filter, api: &Api, ev: &Event) -> Optio
     match ev.kind {
         EventKind::Put => {
             let new_m = selected(&entry, &ev.kv)?;
+            // Without a selector the old value was selected too: no cache entry for it (that
+            // would evict a recent event's) and nothing decoded.
             let old_m = match &ev.prev {
+                Some(_) if filter.is_empty() => true,
                 Some(p) => selected(&api.events.get(p), p).unwrap_or(false),
                 None => false,
             };
