@@ -204,20 +204,19 @@ fn parse_rv(s: &str) -> ApiResult<i64> {
     s.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version {s:?}")))
 }
 
-/// Reads the items of a list request. Returns (items, list revision, continue, remaining).
+/// Reads the items of a list request. Returns (items, list revision, continue).
 pub async fn list_items(
     api: &Api,
     rr: &ResourceRequest,
     call: &Call,
     filter: &Filter,
-) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
     let res = rr.resource;
-    let (items, rev, cont) = list_with(api, rr, call, filter.is_empty(), |kv| {
+    list_with(api, rr, call, filter.is_empty(), |kv| {
         let obj = object::decode(kv)?;
         Ok(filter.matches(res, &obj)?.then_some(obj))
     })
-    .await?;
-    Ok((items, rev, cont, None))
+    .await
 }
 
 /// The paging of a list request (`limit`, `continue`, `resourceVersion[Match]`), with each stored
@@ -317,7 +316,7 @@ async fn list(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Respons
     if output == Output::Json && filter.is_empty() {
         return raw_list(api, rr, call).await;
     }
-    let (mut items, rev, cont, _) = list_items(api, rr, call, &filter).await?;
+    let (mut items, rev, cont) = list_items(api, rr, call, &filter).await?;
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -358,17 +357,16 @@ async fn raw_list(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiResult<Res
     body.extend_from_slice(b",\"metadata\":");
     // The metadata goes before the items but is only known after them: items are written to a
     // buffer of their own first.
-    let mut items = Vec::new();
+    let mut items = vec![b'['];
     // The items themselves are `()`: `list_with` counts them for `limit`.
     let (_, rev, cont) = list_with(api, rr, call, true, |kv| {
-        items.push(if items.is_empty() { b'[' } else { b',' });
+        if items.len() > 1 {
+            items.push(b',');
+        }
         object::write_list_item(kv, &mut items)?;
         Ok(Some(()))
     })
     .await?;
-    if items.is_empty() {
-        items.push(b'[');
-    }
     items.push(b']');
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if let Some(c) = cont {
@@ -1032,7 +1030,7 @@ async fn delete_collection(api: &Api, rr: &ResourceRequest, call: &Call) -> ApiR
         content_type: None,
         body: Default::default(),
     };
-    let (items, rev, _, _) = list_items(api, rr, &list_call, &filter).await?;
+    let (items, rev, _) = list_items(api, rr, &list_call, &filter).await?;
     let mut deleted = Vec::new();
     for item in items {
         let ns = meta_str(&item, "namespace").unwrap_or("").to_string();

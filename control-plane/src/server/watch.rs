@@ -177,7 +177,7 @@ pub async fn serve(api: &Arc<Api>, rr: &ResourceRequest, call: &Call) -> ApiResu
             content_type: None,
             body: Bytes::new(),
         };
-        let (items, rev, _, _) = list_items(api, rr, &list_call, &filter).await?;
+        let (items, rev, _) = list_items(api, rr, &list_call, &filter).await?;
         initial = items;
         rev
     } else if rv.is_empty() || rv == "0" {

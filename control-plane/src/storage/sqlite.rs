@@ -24,12 +24,12 @@
 //! waits for more work, but when the previous commit held more than one write it yields the CPU
 //! once before closing a batch: on a busy machine the request handlers then queue their writes
 //! into this commit (at 100 concurrent creates on 2 cores, 25 writes per fsync instead of 9 and
-//! ~9 % more creates/s), and on an idle one the yield returns at once. A write that is the only one in progress while the writer thread waits
-//! commits on its caller's thread instead (~0.2 ms with the fsync): the hand-over and the answer
-//! back cost two thread wake-ups, which on a VM made a lone create ~15 % slower. A second
-//! concurrent write finds the connection busy and queues, so at most one caller blocks a runtime
-//! worker for a commit at a time. Reads use a small pool
-//! of read-only connections that WAL lets run beside the writer. Watches are fed by a bounded
+//! ~9 % more creates/s), and on an idle one the yield returns at once. A write that is the only
+//! one in progress while the writer thread waits commits on its caller's thread instead (~0.2 ms
+//! with the fsync): the hand-over and the answer back cost two thread wake-ups, which on a VM
+//! made a lone create ~15 % slower. A second concurrent write finds the connection busy and
+//! queues, so at most one caller blocks a runtime worker for a commit at a time. Reads use a small
+//! pool of read-only connections that WAL lets run beside the writer. Watches are fed by a bounded
 //! broadcast of committed events; a watcher that falls behind catches up from `log` instead of
 //! holding writers back.
 //!
@@ -861,35 +861,36 @@ impl Writer {
                     Err(_) => break,
                 }
             };
-            let mut writer = lock();
-            if let Some(first) = first {
-                // Take whatever else is already queued; never wait for more. When the last
-                // commit was shared, other writers are about: give up the CPU once (a no-op on an
-                // idle one) so that the request handlers it would otherwise wait on enqueue their
-                // writes into this commit rather than the next.
-                let (mut writes, mut compactions) = (Vec::new(), Vec::new());
-                let mut next = Some(first);
-                let mut yielded = last_batch < 2;
-                while let Some(command) = next {
-                    match command {
-                        Command::Write(write) => writes.push(write),
-                        Command::Compact { revision, reply } => compactions.push((revision, reply)),
-                    }
-                    let room = writes.len() < MAX_BATCH;
-                    next = if room { queue.try_recv().ok() } else { None };
-                    if next.is_none() && room && !yielded {
-                        yielded = true;
-                        std::thread::yield_now();
-                        next = queue.try_recv().ok();
-                    }
+            // Take whatever else is already queued; never wait for more. When the last commit
+            // was shared, other writers are about: give up the CPU once (a no-op on an idle one)
+            // so that the request handlers it would otherwise wait on enqueue their writes into
+            // this commit rather than the next. The connection is not held meanwhile.
+            let (mut writes, mut compactions) = (Vec::new(), Vec::new());
+            let first_taken = first.is_some();
+            let mut next = first;
+            let mut yielded = last_batch < 2;
+            while let Some(command) = next {
+                match command {
+                    Command::Write(write) => writes.push(write),
+                    Command::Compact { revision, reply } => compactions.push((revision, reply)),
                 }
+                let room = writes.len() < MAX_BATCH;
+                next = if room { queue.try_recv().ok() } else { None };
+                if next.is_none() && room && !yielded {
+                    yielded = true;
+                    std::thread::yield_now();
+                    next = queue.try_recv().ok();
+                }
+            }
+            if first_taken {
                 last_batch = writes.len();
-                if !writes.is_empty() {
-                    writer.commit(writes);
-                }
-                for (revision, reply) in compactions {
-                    writer.start_compaction(revision, reply);
-                }
+            }
+            let mut writer = lock();
+            if !writes.is_empty() {
+                writer.commit(writes);
+            }
+            for (revision, reply) in compactions {
+                writer.start_compaction(revision, reply);
             }
             if writer.job.is_some() {
                 writer.compaction_step();
